@@ -1,0 +1,30 @@
+"""Administrative operations run outside the server process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from outpost.errors import Conflict
+from outpost.store import migrate, users
+from outpost.store.db import Database
+from outpost.store.tables import Organization
+
+
+async def bootstrap(url: str, org: str, email: str) -> str:
+    """The organization, its owners team, the user in it, and a new API token for that user."""
+    await asyncio.to_thread(migrate.upgrade, url)
+    db = Database(url)
+    try:
+        async with db.write() as session:
+            if await session.get(Organization, org) is None:
+                try:
+                    await users.create_organization(session, org, email)
+                except Conflict:
+                    pass
+            user = await users.ensure_user(session, email)
+            team = await users.owners_team(session, org)
+            await users.add_member(session, team.id, user.id)
+            _, secret = await users.create_user_token(session, user.id, "bootstrap")
+        return secret
+    finally:
+        await db.dispose()

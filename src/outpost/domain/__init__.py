@@ -1,0 +1,1 @@
+"""Pure rules of Outpost: no I/O. State machines are tables; everything else reads them."""

@@ -1,0 +1,326 @@
+"""Agent protocol endpoints.
+
+Three credentials, each for its own part: the pool token registers (nothing else); the agent session
+credential polls, heartbeats and deregisters; a job credential, valid only while its job is active,
+reads and writes everything of that one job. A refusal that means "stop for good" is a 403 whose
+`meta.reason` says why, so the agent can exit with the matching code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from outpost import AGENT_PROTOCOL_VERSION, SUPPORTED_AGENT_PROTOCOLS, __version__
+from outpost.domain.jobs import JobOutcome
+from outpost.errors import BadRequest, Conflict, Unauthorized, Unprocessable
+from outpost.server import jsonapi
+from outpost.server.auth import bearer
+from outpost.server.context import Outpost, outpost
+from outpost.store import agents as agents_store
+from outpost.store import jobs as jobs_store
+from outpost.store import logs, pools
+from outpost.store.jobs import Result
+from outpost.store.tables import Job
+
+router = APIRouter(prefix="/api/agent/v1", tags=["agent protocol"])
+
+MAX_CHUNK = 4 * 1024 * 1024
+MAX_ARTIFACT = 256 * 1024 * 1024
+
+
+class ProtocolMismatch(BadRequest):
+    """Agent protocol version not supported."""
+
+    reason = "protocol_mismatch"
+
+
+def _token(request: Request) -> str:
+    token = bearer(request)
+    if token is None:
+        raise Unauthorized("Send the credential as 'Authorization: Bearer <token>'.")
+    return token
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _raw(request: Request, limit: int) -> bytes:
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise Unprocessable(f"The upload is over {limit} bytes.", title="too large")
+    return bytes(data)
+
+
+def _int(body: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = body.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise Unprocessable(f'"{key}" must be a whole number from {lo} to {hi}.')
+    return value
+
+
+@router.post("/register", status_code=201)
+async def register(request: Request, app: Outpost = Depends(outpost)) -> Response:
+    body = await jsonapi.read_body(request)
+    protocol = body.get("protocol", AGENT_PROTOCOL_VERSION)
+    if protocol not in SUPPORTED_AGENT_PROTOCOLS:
+        newest = max(SUPPORTED_AGENT_PROTOCOLS)
+        raise ProtocolMismatch(
+            f"This server (Outpost {__version__}) speaks agent protocol {newest}; the agent speaks {protocol}. "
+            f"Install Outpost {__version__} on the agent's machine.",
+        )
+    name = body.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        raise Unprocessable('"name" must be a string of at most 200 characters.')
+    capacity = _int(body, "capacity", 1, 1, 64)
+    async with app.db.write() as session:
+        token = await pools.authenticate_pool_token(session, _token(request))
+        agent, secret = await agents_store.register(
+            session,
+            token,
+            name=name,
+            ip_address=_client_ip(request),
+            hostname=str(body.get("hostname") or "")[:255] or None,
+            version=str(body.get("version") or "")[:64] or None,
+            capacity=capacity,
+        )
+    return JSONResponse(
+        {
+            "agent_id": agent.id,
+            "pool_id": agent.pool_id,
+            "session_token": secret,
+            "heartbeat_interval": app.config.heartbeat_interval,
+            "long_poll_timeout": app.config.long_poll_timeout,
+            "protocol": AGENT_PROTOCOL_VERSION,
+            "server_version": __version__,
+        },
+        status_code=201,
+    )
+
+
+def _pending_orders(orders: list[dict[str, str]], applied: dict[str, Any]) -> list[dict[str, str]]:
+    rank = {"cancel": 1, "force": 2}
+    return [o for o in orders if rank[o["kind"]] > rank.get(str(applied.get(o["job"])), 0)]
+
+
+@router.post("/poll")
+async def poll(request: Request, app: Outpost = Depends(outpost)) -> Response:
+    """Long-poll: answered the moment a job is assigned or an order (cancel, exit) arrives.
+
+    The agent lists the jobs it runs; a job assigned to it that it does not list was lost on the way
+    (an answer cut off, a poll the agent abandoned) and is delivered again with a fresh credential.
+    """
+    body = await jsonapi.read_body(request)
+    secret = _token(request)
+    accept = _int(body, "accept", 0, 0, 64)
+    applied = body.get("cancels_applied") or {}
+    running = body.get("running") or []
+    if not isinstance(applied, dict):
+        raise Unprocessable('"cancels_applied" must be an object.')
+    if not isinstance(running, list) or not all(isinstance(j, str) for j in running):
+        raise Unprocessable('"running" must be a list of job ids.')
+    wait = body.get("wait", app.config.long_poll_timeout)
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
+        raise Unprocessable('"wait" must be a number of seconds.')
+    deadline = asyncio.get_running_loop().time() + min(float(wait), app.config.long_poll_timeout)
+    async with app.db.read() as session:
+        agent = await agents_store.authenticate_session(session, secret)
+        agent_id, pool_id = agent.id, agent.pool_id
+    # Notice an agent that gave up on this poll (it re-polls when a slot frees): its waiter goes at once.
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        return await _poll(app, request, secret, agent_id, pool_id, accept, applied, running, deadline, gone)
+    finally:
+        gone.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _poll(
+    app: Outpost,
+    request: Request,
+    secret: str,
+    agent_id: str,
+    pool_id: str,
+    accept: int,
+    applied: dict[str, Any],
+    running: list[str],
+    deadline: float,
+    gone: asyncio.Future[None],
+) -> Response:
+    loop = asyncio.get_running_loop()
+    lease = timedelta(seconds=app.config.job_lease)
+    while True:
+        with app.dispatcher.waiting(pool_id, agent_id, for_jobs=accept > 0) as waiter:
+            async with app.db.read() as session:
+                await agents_store.authenticate_session(session, secret)
+                orders = _pending_orders(await jobs_store.cancel_orders(session, agent_id), applied)
+                lost = await jobs_store.undelivered(session, agent_id, running)
+                queued = accept > 0 and not orders and await jobs_store.queue_depth(session, pool_id) > 0
+            claimed: list[jobs_store.Claimed] = []
+            if lost or queued:
+                async with app.db.write() as session:
+                    for job_id in lost:
+                        again = await jobs_store.redeliver(session, job_id, agent_id)
+                        if again is not None:
+                            claimed.append(again)
+                    if queued and not claimed:
+                        fresh = await jobs_store.claim(session, agent_id, lease)
+                        if fresh is not None:
+                            claimed.append(fresh)
+            if orders or claimed:
+                jobs = [{"id": c.job_id, "token": c.token, "phase": c.phase, "run_id": c.run_id} for c in claimed]
+                return JSONResponse({"jobs": jobs, "cancel": orders})
+            remaining = deadline - loop.time()
+            if remaining <= 0 or app.dispatcher.closed or not await waiter.wait(remaining, gone):
+                return JSONResponse({"jobs": [], "cancel": []})
+
+
+@router.post("/heartbeat")
+async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Response:
+    await jsonapi.read_body(request)
+    async with app.db.write() as session:
+        agent = await agents_store.authenticate_session(session, _token(request), lock=True)
+        await agents_store.ping(session, agent, _client_ip(request))
+        await jobs_store.renew_leases(session, agent.id, timedelta(seconds=app.config.job_lease))
+        orders = await jobs_store.cancel_orders(session, agent.id)
+    return JSONResponse({"action": "continue", "heartbeat_interval": app.config.heartbeat_interval, "cancel": orders})
+
+
+@router.post("/deregister", status_code=204)
+async def deregister(request: Request, app: Outpost = Depends(outpost)) -> Response:
+    async with app.db.write() as session:
+        agent = await agents_store.authenticate_session(session, _token(request), lock=True)
+        await agents_store.deregister(session, agent)
+        await jobs_store.requeue_unstarted(session, agent.id)
+    return Response(status_code=204)
+
+
+# --- one job, with its own credential -------------------------------------------------------------
+
+
+async def _job(app: Outpost, request: Request, job_id: str) -> Job:
+    async with app.db.read() as session:
+        return await jobs_store.authenticate(session, job_id, _token(request))
+
+
+@router.get("/jobs/{job_id}")
+async def job_details(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
+    async with app.db.read() as session:
+        job = await jobs_store.authenticate(session, job_id, _token(request))
+        return JSONResponse(await jobs_store.payload(session, job))
+
+
+@router.post("/jobs/{job_id}/start", status_code=204)
+async def start(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
+    async with app.db.write() as session:
+        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        await jobs_store.start(session, job)
+    return Response(status_code=204)
+
+
+@router.get("/jobs/{job_id}/configuration")
+async def configuration(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
+    async with app.db.read() as session:
+        job = await jobs_store.authenticate(session, job_id, _token(request))
+        data = await jobs_store.configuration(session, job)
+    return Response(data, media_type="application/gzip")
+
+
+@router.get("/jobs/{job_id}/state")
+async def current_state(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
+    async with app.db.read() as session:
+        job = await jobs_store.authenticate(session, job_id, _token(request))
+        data = await jobs_store.current_state(session, job)
+    if data is None:
+        return Response(status_code=204)
+    return Response(data, media_type="application/json")
+
+
+@router.get("/jobs/{job_id}/plan-file")
+async def get_plan_file(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
+    async with app.db.read() as session:
+        job = await jobs_store.authenticate(session, job_id, _token(request))
+        data = await jobs_store.plan_file(session, job)
+    return Response(data, media_type="application/octet-stream")
+
+
+@router.put("/jobs/{job_id}/plan-file", status_code=204)
+async def put_plan_file(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
+    data = await _raw(request, MAX_ARTIFACT)
+    async with app.db.write() as session:
+        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        await jobs_store.store_plan(session, job, "file", data)
+    return Response(status_code=204)
+
+
+@router.put("/jobs/{job_id}/plan-json", status_code=204)
+async def put_plan_json(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
+    data = await _raw(request, MAX_ARTIFACT)
+    async with app.db.write() as session:
+        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        await jobs_store.store_plan(session, job, "json", data)
+    return Response(status_code=204)
+
+
+@router.put("/jobs/{job_id}/state")
+async def put_state(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
+    data = await _raw(request, MAX_ARTIFACT)
+    async with app.db.write() as session:
+        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        sv_id = await jobs_store.store_state(session, job, data)
+    return JSONResponse({"state_version_id": sv_id})
+
+
+@router.put("/jobs/{job_id}/logs")
+async def append_log(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
+    raw_offset = request.query_params.get("offset", "")
+    if not raw_offset.isdigit():
+        raise BadRequest("offset must be a whole number of bytes.")
+    data = await _raw(request, MAX_CHUNK)
+    async with app.db.write() as session:
+        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        log_id = await jobs_store.log_id(session, job)
+        try:
+            size = await logs.append(session, log_id, int(raw_offset), data)
+        except logs.LogGap as gap:
+            return JSONResponse(jsonapi.error_body(416, gap.title, gap.detail, {"size": gap.size}), status_code=416)
+        orders = await jobs_store.cancel_orders(session, job.agent_id) if job.agent_id else []
+    return JSONResponse({"size": size, "cancel": [o for o in orders if o["job"] == job_id]})
+
+
+@router.post("/jobs/{job_id}/finish", status_code=204)
+async def finish(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
+    body = await jsonapi.read_body(request)
+    try:
+        outcome = JobOutcome(str(body.get("outcome")))
+    except ValueError:
+        raise Unprocessable(f'"outcome" must be one of {", ".join(o.value for o in JobOutcome)}.') from None
+    counts = {k: _int(body, k, 0, 0, 10**9) for k in ("additions", "changes", "destructions")}
+    log_size = _int(body, "log_size", 0, 0, 2**62)
+    message = body.get("message") or ""
+    if not isinstance(message, str):
+        raise Unprocessable('"message" must be a string.')
+    async with app.db.write() as session:
+        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        stored = await logs.size(session, await jobs_store.log_id(session, job))
+        if stored < log_size:
+            raise Conflict(
+                f"The server holds {stored} of {log_size} log bytes: send the rest first.", title="log incomplete"
+            )
+        await jobs_store.finish(
+            session,
+            job,
+            Result(outcome=outcome, message=message[:4000], has_changes=bool(body.get("has_changes")), **counts),
+        )
+    return Response(status_code=204)

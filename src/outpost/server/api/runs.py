@@ -1,0 +1,192 @@
+"""Runs and their actions, the organization's queue and capacity."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outpost.domain.jobs import JobStatus
+from outpost.domain.runs import RunStatus
+from outpost.errors import NotFound, Unprocessable
+from outpost.server import jsonapi
+from outpost.server.api import shapes
+from outpost.server.api.workspaces import workspace_for
+from outpost.server.auth import member, principal
+from outpost.server.context import Outpost, outpost
+from outpost.store import configs
+from outpost.store import runs as runs_store
+from outpost.store.runs import RunOptions
+from outpost.store.tables import Job, Run, Workspace
+from outpost.store.users import Principal
+from outpost.timeutil import iso
+
+router = APIRouter(tags=["runs"])
+
+
+async def run_resource(session: AsyncSession, app: Outpost, run: Run) -> jsonapi.Resource:
+    plan = await runs_store.plan_of(session, run.id)
+    apply = await runs_store.apply_of(session, run.id)
+    force_at = None
+    if run.status in (RunStatus.PLANNING.value, RunStatus.APPLYING.value):
+        requested = (
+            await session.execute(
+                select(Job.cancel_requested_at).where(Job.run_id == run.id, Job.status == JobStatus.RUNNING.value)
+            )
+        ).scalar_one_or_none()
+        if requested is not None:
+            force_at = iso(requested + timedelta(seconds=app.config.force_cancel_cooloff))
+    position = await runs_store.queue_position(session, run)
+    return shapes.run(run, plan, apply, force_cancel_available_at=force_at, position=position)
+
+
+async def run_for(session: AsyncSession, who: Principal, run_id: str, *, lock: bool = False) -> Run:
+    run = await runs_store.get(session, run_id, lock=lock)
+    try:
+        await workspace_for(session, who, run.workspace_id)
+    except NotFound:
+        raise NotFound(f"Run {run_id!r} was not found.") from None
+    return run
+
+
+@router.post("/runs", status_code=201)
+async def create_run(
+    request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    body = await jsonapi.read_body(request)
+    attrs = jsonapi.attributes_of(body, required=False)
+    workspace_id = jsonapi.relationship_id(body, "workspace")
+    if workspace_id is None:
+        raise Unprocessable("A run needs a workspace relationship.", title="workspace required")
+    cv_id = jsonapi.relationship_id(body, "configuration-version")
+    options = RunOptions(
+        message=jsonapi.string(attrs, "message") or "",
+        source="terraform" if request.headers.get("user-agent", "").startswith("go-tfe") else "tfe-api",
+        is_destroy=bool(jsonapi.boolean(attrs, "is-destroy", False)),
+        refresh=bool(jsonapi.boolean(attrs, "refresh", True)),
+        refresh_only=bool(jsonapi.boolean(attrs, "refresh-only", False)),
+        plan_only=bool(jsonapi.boolean(attrs, "plan-only", False)),
+        auto_apply=jsonapi.boolean(attrs, "auto-apply"),
+        target_addrs=jsonapi.string_list(attrs, "target-addrs"),
+        replace_addrs=jsonapi.string_list(attrs, "replace-addrs"),
+        user_id=who.user_id,
+    )
+    async with app.db.write() as session:
+        workspace = await workspace_for(session, who, workspace_id, lock=True)
+        if cv_id is None:
+            latest = [cv for cv in await configs.list_for(session, workspace.id) if cv.status == "uploaded"]
+            if not latest:
+                raise Unprocessable(
+                    "The workspace has no uploaded configuration version to run.", title="configuration required"
+                )
+            cv = latest[0]
+        else:
+            cv = await configs.get(session, cv_id)
+        run = await runs_store.create(session, workspace, cv, options)
+        data = await run_resource(session, app, run)
+    return jsonapi.document(data, status=201)
+
+
+@router.get("/runs/{run_id}")
+async def show_run(run_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
+    async with app.db.read() as session:
+        run = await run_for(session, who, run_id)
+        return jsonapi.document(await run_resource(session, app, run))
+
+
+@router.get("/workspaces/{workspace_id}/runs")
+async def list_runs(
+    workspace_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    page = jsonapi.Page(request)
+    async with app.db.read() as session:
+        await workspace_for(session, who, workspace_id)
+        found, total = await runs_store.list_for_workspace(session, workspace_id, offset=page.offset, limit=page.size)
+        data = [await run_resource(session, app, r) for r in found]
+    return jsonapi.document(data, meta=page.meta(total))
+
+
+async def _action(app: Outpost, who: Principal, run_id: str, request: Request, action: str) -> Response:
+    await jsonapi.read_body(request)  # validated (malformed JSON is refused), otherwise unused
+    async with app.db.write() as session:
+        run = await run_for(session, who, run_id, lock=True)
+        if action == "apply":
+            await runs_store.confirm(session, run)
+        elif action == "discard":
+            await runs_store.discard(session, run)
+        elif action == "cancel":
+            await runs_store.cancel(session, run)
+        else:
+            await runs_store.force_cancel(session, run, timedelta(seconds=app.config.force_cancel_cooloff))
+    return Response(status_code=202)
+
+
+@router.post("/runs/{run_id}/actions/apply", status_code=202)
+async def apply_run(
+    run_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    return await _action(app, who, run_id, request, "apply")
+
+
+@router.post("/runs/{run_id}/actions/discard", status_code=202)
+async def discard_run(
+    run_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    return await _action(app, who, run_id, request, "discard")
+
+
+@router.post("/runs/{run_id}/actions/cancel", status_code=202)
+async def cancel_run(
+    run_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    return await _action(app, who, run_id, request, "cancel")
+
+
+@router.post("/runs/{run_id}/actions/force-cancel", status_code=202)
+async def force_cancel_run(
+    run_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    return await _action(app, who, run_id, request, "force-cancel")
+
+
+@router.get("/organizations/{org}/runs/queue")
+async def run_queue(
+    org: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    page = jsonapi.Page(request)
+    async with app.db.read() as session:
+        await member(session, who, org)
+        waiting = [RunStatus.PENDING.value, RunStatus.PLAN_QUEUED.value, RunStatus.APPLY_QUEUED.value]
+        query = (
+            select(Run)
+            .join(Workspace, Workspace.id == Run.workspace_id)
+            .where(Workspace.organization_id == org, Run.status.in_(waiting))
+        )
+        total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+        found = (await session.execute(query.order_by(Run.created_at).offset(page.offset).limit(page.size))).scalars()
+        data = [await run_resource(session, app, r) for r in found]
+    return jsonapi.document(data, meta=page.meta(total))
+
+
+@router.get("/organizations/{org}/capacity")
+async def capacity(org: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
+    async with app.db.read() as session:
+        await member(session, who, org)
+        counts = dict(
+            (
+                await session.execute(
+                    select(Run.status, func.count())
+                    .join(Workspace, Workspace.id == Run.workspace_id)
+                    .where(Workspace.organization_id == org)
+                    .group_by(Run.status)
+                )
+            ).tuples()
+        )
+    pending = sum(
+        counts.get(s, 0) for s in (RunStatus.PENDING.value, RunStatus.PLAN_QUEUED.value, RunStatus.APPLY_QUEUED.value)
+    )
+    running = sum(counts.get(s, 0) for s in (RunStatus.PLANNING.value, RunStatus.APPLYING.value))
+    return jsonapi.document(jsonapi.resource("organization-capacity", org, {"pending": pending, "running": running}))

@@ -1,0 +1,149 @@
+"""State versions, their outputs and the capability download URL."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outpost.errors import Conflict, NotFound, Unprocessable
+from outpost.server import jsonapi
+from outpost.server.api import shapes
+from outpost.server.api.workspaces import workspace_for
+from outpost.server.auth import principal
+from outpost.server.context import Outpost, outpost
+from outpost.store import blobs, state
+from outpost.store.tables import StateVersion
+from outpost.store.users import Principal
+
+router = APIRouter(tags=["state-versions"])
+
+
+def download_url(app: Outpost, request: Request, sv: StateVersion) -> str:
+    return f"{app.base_url(request)}/api/v2/state-versions/{sv.id}/download/{app.capability('state', sv.id)}"
+
+
+async def _resource(session: AsyncSession, app: Outpost, request: Request, sv: StateVersion) -> jsonapi.Resource:
+    outputs = await state.outputs(session, sv.id)
+    return shapes.state_version(sv, download_url(app, request, sv), [o.id for o in outputs])
+
+
+async def _visible(session: AsyncSession, who: Principal, sv_id: str) -> StateVersion:
+    sv = await state.get(session, sv_id)
+    try:
+        await workspace_for(session, who, sv.workspace_id)
+    except NotFound:
+        raise NotFound(f"State version {sv_id!r} was not found.") from None
+    return sv
+
+
+@router.get("/workspaces/{workspace_id}/current-state-version")
+async def current(
+    workspace_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    async with app.db.read() as session:
+        workspace = await workspace_for(session, who, workspace_id)
+        sv = await state.current(session, workspace)
+        if sv is None:
+            raise NotFound(f"Workspace {workspace.name} has no state yet.")
+        return jsonapi.document(await _resource(session, app, request, sv))
+
+
+@router.get("/workspaces/{workspace_id}/current-state-version-outputs")
+async def current_outputs(
+    workspace_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    async with app.db.read() as session:
+        workspace = await workspace_for(session, who, workspace_id)
+        sv = await state.current(session, workspace)
+        if sv is None:
+            raise NotFound(f"Workspace {workspace.name} has no state yet.")
+        outputs = await state.outputs(session, sv.id)
+    return jsonapi.document([shapes.state_version_output(o) for o in outputs])
+
+
+@router.get("/workspaces/{workspace_id}/state-versions")
+async def list_for_workspace(
+    workspace_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    page = jsonapi.Page(request)
+    async with app.db.read() as session:
+        await workspace_for(session, who, workspace_id)
+        found = await state.list_for(session, workspace_id)
+        total = len(found)
+        data = [await _resource(session, app, request, sv) for sv in found[page.offset : page.offset + page.size]]
+    return jsonapi.document(data, meta=page.meta(total))
+
+
+@router.get("/state-versions/{sv_id}")
+async def show(
+    sv_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    async with app.db.read() as session:
+        sv = await _visible(session, who, sv_id)
+        return jsonapi.document(await _resource(session, app, request, sv))
+
+
+@router.get("/state-versions/{sv_id}/outputs")
+async def outputs(sv_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
+    async with app.db.read() as session:
+        await _visible(session, who, sv_id)
+        found = await state.outputs(session, sv_id)
+    return jsonapi.document([shapes.state_version_output(o) for o in found])
+
+
+@router.get("/state-versions/{sv_id}/download/{capability}")
+async def download(sv_id: str, capability: str, app: Outpost = Depends(outpost)) -> Response:
+    if not app.check_capability("state", sv_id, capability):
+        raise NotFound("Unknown state download URL.")
+    async with app.db.read() as session:
+        sv = await state.get(session, sv_id)
+        data = await blobs.get(session, sv.blob_id)
+    return Response(data, media_type="application/json")
+
+
+@router.post("/workspaces/{workspace_id}/state-versions", status_code=201)
+async def create(
+    workspace_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+) -> Response:
+    """State pushed by a client (terraform state push, local execution): the caller must hold the lock."""
+    body = await jsonapi.read_body(request, limit=64 * 1024 * 1024)
+    attrs = jsonapi.attributes_of(body)
+    encoded = jsonapi.string(attrs, "state")
+    if not encoded:
+        raise Unprocessable('A state version needs "state": the base64 of the state file.', title="state required")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise Unprocessable('"state" is not valid base64.', title="invalid state") from None
+    md5 = jsonapi.string(attrs, "md5")
+    if md5 and md5 != hashlib.md5(raw, usedforsecurity=False).hexdigest():
+        raise Unprocessable('"md5" does not match the state sent.', title="checksum mismatch")
+    parsed = state.parse_state(raw)
+    serial = attrs.get("serial")
+    if serial is not None and serial != parsed["serial"]:
+        raise Unprocessable('"serial" does not match the state sent.', title="serial mismatch")
+    async with app.db.write() as session:
+        workspace = await workspace_for(session, who, workspace_id, lock=True)
+        if not workspace.locked or workspace.locked_by_user_id != who.user_id:
+            raise Conflict(
+                "Lock the workspace before uploading state (POST .../actions/lock).", title="workspace not locked"
+            )
+        latest = await state.current(session, workspace)
+        if (
+            latest is not None
+            and not attrs.get("force")
+            and parsed["serial"] <= latest.serial
+            and latest.lineage == parsed.get("lineage")
+        ):
+            raise Conflict(
+                f"Serial {parsed['serial']} is not newer than the current serial {latest.serial}.",
+                title="serial conflict",
+            )
+        sv = await state.create(session, workspace, raw, run_id=jsonapi.relationship_id(body, "run"))
+        data = await _resource(session, app, request, sv)
+    return jsonapi.document(data, status=201)

@@ -1,0 +1,70 @@
+"""Assembles the ASGI application: routers, error handling, and the background duties' lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from outpost import __version__
+from outpost.config import ServerConfig
+from outpost.server import errors
+from outpost.server.agent_api import routes as agent_routes
+from outpost.server.api import (
+    agent_pools,
+    configuration_versions,
+    discovery,
+    organizations,
+    plans,
+    runs,
+    state_versions,
+    workspaces,
+)
+from outpost.server.context import Outpost
+from outpost.server.dispatch import Dispatcher
+from outpost.server.monitor import Monitor
+from outpost.store import migrate
+from outpost.store.db import Database
+
+API = "/api/v2"
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        if config.migrate:
+            await asyncio.to_thread(migrate.upgrade, config.db_url)
+        db = Database(config.db_url)
+        state = Outpost(config=config, db=db, dispatcher=Dispatcher())
+        state.attach()
+        await state.load_secret()
+        app.state.outpost = state
+        monitor = Monitor(state)
+        monitor_task = asyncio.create_task(monitor.run())
+        try:
+            yield
+        finally:
+            monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor_task
+            await db.dispose()
+
+    app = FastAPI(
+        title="Outpost",
+        version=__version__,
+        description="Terraform Cloud API v2 shapes for runs, workspaces, state and agent pools.",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    errors.install(app)
+    app.include_router(discovery.router)
+    for module in (organizations, agent_pools, workspaces, configuration_versions, runs, plans, state_versions):
+        app.include_router(module.router, prefix=API)
+    app.include_router(agent_routes.router)
+    return app

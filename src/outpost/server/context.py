@@ -1,0 +1,70 @@
+"""What every request handler shares: settings, the database, the dispatcher, URL building."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy.exc import IntegrityError
+
+from outpost.config import ServerConfig
+from outpost.server.dispatch import Dispatcher
+from outpost.store import events
+from outpost.store.db import Database
+from outpost.store.tables import Setting
+
+
+@dataclass
+class Outpost:
+    config: ServerConfig
+    db: Database
+    dispatcher: Dispatcher
+    secret: bytes = b""
+
+    def attach(self) -> None:
+        self.db.on_commit = self._after_commit
+
+    def _after_commit(self, info: dict[object, object]) -> None:
+        pools = info.get(events.POOLS)
+        if isinstance(pools, dict):
+            for pool_id, count in pools.items():
+                self.dispatcher.wake_pool(pool_id, count)
+        agents = info.get(events.AGENTS)
+        if isinstance(agents, set):
+            for agent_id in agents:
+                self.dispatcher.wake_agent(agent_id)
+
+    async def load_secret(self) -> None:
+        """The key behind capability URLs: one per installation, shared by every replica."""
+        async with self.db.read() as session:
+            row = await session.get(Setting, "capability_key")
+        if row is None:
+            try:
+                async with self.db.write() as session:
+                    session.add(Setting(key="capability_key", value=secrets.token_hex(32)))
+            except IntegrityError:
+                pass  # another replica made it first
+            async with self.db.read() as session:
+                row = await session.get(Setting, "capability_key")
+        assert row is not None
+        self.secret = bytes.fromhex(row.value)
+
+    def capability(self, purpose: str, resource_id: str) -> str:
+        mac = hmac.new(self.secret, f"{purpose}:{resource_id}".encode(), hashlib.sha256).hexdigest()
+        return mac[:40]
+
+    def check_capability(self, purpose: str, resource_id: str, presented: str) -> bool:
+        return hmac.compare_digest(self.capability(purpose, resource_id), presented)
+
+    def base_url(self, request: Request) -> str:
+        if self.config.external_url:
+            return self.config.external_url.rstrip("/")
+        return str(request.base_url).rstrip("/")
+
+
+def outpost(request: Request) -> Outpost:
+    app_state: Outpost = request.app.state.outpost
+    return app_state

@@ -1,0 +1,113 @@
+"""Waking agents that wait in a long-poll.
+
+Each waiting poll registers a `Waiter` under its pool and its agent. A new job wakes exactly one
+waiter of its pool (FIFO), which then claims in the database; news for an agent (a cancel, an order to
+exit) wakes that agent's waiters. A waiter that is woken but leaves without claiming passes the wake
+on, so a job never waits for a poll that already went away. Waking only makes pickup fast: every poll
+also claims before it waits, and ends within the long-poll timeout, so nothing depends on a wake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class Waiter:
+    __slots__ = ("agent_id", "event", "pool_id", "reason", "used")
+
+    def __init__(self, pool_id: str, agent_id: str) -> None:
+        self.pool_id = pool_id
+        self.agent_id = agent_id
+        self.event = asyncio.Event()
+        self.reason: str | None = None  # "job" or "agent"
+        self.used = False  # the poll went on to claim after the wake
+
+    def wake(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+    async def wait(self, timeout: float, gone: asyncio.Future[None] | None = None) -> bool:
+        """True when woken; False on timeout, or when `gone` completes first (the client left)."""
+        woken = asyncio.ensure_future(self.event.wait())
+        waits: list[asyncio.Future[Any]] = [woken] if gone is None else [woken, gone]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        if not self.event.is_set() or (gone is not None and gone.done()):
+            return False
+        self.used = True
+        return True
+
+
+class Dispatcher:
+    def __init__(self) -> None:
+        self._pools: dict[str, deque[Waiter]] = {}
+        self._agents: dict[str, set[Waiter]] = {}
+        self.closed = False
+
+    def close(self) -> None:
+        """Server shutdown: every waiting poll answers now (empty), and new ones do not wait."""
+        self.closed = True
+        for waiters in list(self._agents.values()):
+            for waiter in list(waiters):
+                waiter.wake("shutdown")
+
+    @contextmanager
+    def waiting(self, pool_id: str, agent_id: str, *, for_jobs: bool) -> Iterator[Waiter]:
+        waiter = Waiter(pool_id, agent_id)
+        if for_jobs:
+            self._pools.setdefault(pool_id, deque()).append(waiter)
+        self._agents.setdefault(agent_id, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            self._discard(waiter, for_jobs)
+            if waiter.reason == "job" and not waiter.used:
+                self.wake_pool(pool_id)  # woken, then gone (client left): pass the wake on
+
+    def _discard(self, waiter: Waiter, for_jobs: bool) -> None:
+        if for_jobs:
+            queue = self._pools.get(waiter.pool_id)
+            if queue is not None:
+                try:
+                    queue.remove(waiter)
+                except ValueError:
+                    pass
+                if not queue:
+                    del self._pools[waiter.pool_id]
+        agents = self._agents.get(waiter.agent_id)
+        if agents is not None:
+            agents.discard(waiter)
+            if not agents:
+                del self._agents[waiter.agent_id]
+
+    def wake_pool(self, pool_id: str, count: int = 1) -> int:
+        """Wake up to `count` waiters of the pool; return how many were woken."""
+        queue = self._pools.get(pool_id)
+        woken = 0
+        while queue and woken < count:
+            waiter = queue.popleft()
+            if not waiter.event.is_set():
+                waiter.wake("job")
+                woken += 1
+        if queue is not None and not queue:
+            self._pools.pop(pool_id, None)
+        return woken
+
+    def wake_agent(self, agent_id: str) -> None:
+        for waiter in list(self._agents.get(agent_id, ())):
+            waiter.wake("agent")
+
+    def waiting_count(self, pool_id: str | None = None) -> int:
+        if pool_id is None:
+            return sum(len(q) for q in self._pools.values())
+        return len(self._pools.get(pool_id, ()))
+
+    def pools_with_waiters(self) -> list[str]:
+        return list(self._pools)

@@ -1,0 +1,137 @@
+"""Agents: registration, sessions, heartbeats and statuses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outpost.domain.agents import DELETABLE, LIVE, AgentStatus
+from outpost.domain.jobs import ACTIVE_JOB
+from outpost.errors import NotFound, PreconditionFailed, Unauthorized
+from outpost.ids import TokenKind, hash_secret, new_id, new_secret
+from outpost.store.tables import Agent, AgentToken, Job
+from outpost.timeutil import utcnow
+
+
+class AgentGone(Unauthorized):
+    """The agent may not continue."""
+
+    status = 403
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail, title="agent must exit")
+        self.reason = reason
+
+
+async def register(
+    session: AsyncSession,
+    token: AgentToken,
+    *,
+    name: str | None,
+    ip_address: str | None,
+    hostname: str | None,
+    version: str | None,
+    capacity: int,
+) -> tuple[Agent, str]:
+    secret = new_secret(TokenKind.AGENT_SESSION)
+    now = utcnow()
+    agent = Agent(
+        id=new_id("agent"),
+        pool_id=token.pool_id,
+        token_id=token.id,
+        name=name,
+        status=AgentStatus.IDLE.value,
+        ip_address=ip_address,
+        hostname=hostname,
+        version=version,
+        capacity=capacity,
+        session_hash=hash_secret(secret),
+        created_at=now,
+        last_ping_at=now,
+        status_changed_at=now,
+    )
+    session.add(agent)
+    await session.flush()
+    return agent, secret
+
+
+async def authenticate_session(session: AsyncSession, secret: str, *, lock: bool = False) -> Agent:
+    """The agent behind a session credential, if it may still work; AgentGone with the reason otherwise."""
+    query = select(Agent).where(Agent.session_hash == hash_secret(secret))
+    if lock:
+        query = query.with_for_update()
+    agent = (await session.execute(query)).scalar_one_or_none()
+    if agent is None:
+        raise Unauthorized("The agent session is unknown. Restart the agent to register again.")
+    token = await session.get(AgentToken, agent.token_id)
+    if token is None or token.revoked_at is not None:
+        raise AgentGone("token_revoked", "The agent's pool token was revoked.")
+    if agent.status == AgentStatus.ERRORED.value:
+        raise AgentGone(
+            "agent_errored",
+            agent.exit_reason or "The server declared this agent errored after it stopped reporting.",
+        )
+    if agent.status == AgentStatus.EXITED.value:
+        raise AgentGone("agent_exited", "This agent already deregistered.")
+    return agent
+
+
+def set_status(agent: Agent, status: AgentStatus, now: datetime | None = None) -> None:
+    if agent.status != status.value:
+        agent.status = status.value
+        agent.status_changed_at = now or utcnow()
+
+
+async def active_job_count(session: AsyncSession, agent_id: str) -> int:
+    return (
+        await session.execute(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.agent_id == agent_id, Job.status.in_([s.value for s in ACTIVE_JOB]))
+        )
+    ).scalar_one()
+
+
+async def ping(session: AsyncSession, agent: Agent, ip_address: str | None) -> None:
+    """Record a sign of life; the status follows the agent's active jobs (idle or busy)."""
+    now = utcnow()
+    agent.last_ping_at = now
+    if ip_address:
+        agent.ip_address = ip_address
+    busy = await active_job_count(session, agent.id) > 0
+    set_status(agent, AgentStatus.BUSY if busy else AgentStatus.IDLE, now)
+
+
+async def deregister(session: AsyncSession, agent: Agent) -> None:
+    agent.last_ping_at = utcnow()
+    set_status(agent, AgentStatus.EXITED)
+
+
+async def list_agents(session: AsyncSession, pool_id: str, last_ping_since: datetime | None = None) -> list[Agent]:
+    query = select(Agent).where(Agent.pool_id == pool_id)
+    if last_ping_since is not None:
+        query = query.where(Agent.last_ping_at >= last_ping_since)
+    return list((await session.execute(query.order_by(Agent.created_at, Agent.id))).scalars())
+
+
+async def get_agent(session: AsyncSession, agent_id: str) -> Agent:
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"Agent {agent_id!r} was not found.")
+    return agent
+
+
+async def delete_agent(session: AsyncSession, agent: Agent) -> None:
+    if AgentStatus(agent.status) not in DELETABLE:
+        raise PreconditionFailed(
+            f"Agent {agent.id} is {agent.status}: only unknown, errored or exited agents can be deleted.",
+            title="agent still active",
+        )
+    await session.delete(agent)
+    await session.flush()
+
+
+def is_live(agent: Agent) -> bool:
+    return AgentStatus(agent.status) in LIVE

@@ -1,0 +1,106 @@
+"""Engines and transactions.
+
+`Database.write()` opens a transaction meant to change data; `Database.read()` one that only reads. On
+SQLite a write transaction starts with BEGIN IMMEDIATE, so two writers queue on the database lock
+instead of one failing when it upgrades from reading to writing. On PostgreSQL both are plain
+READ COMMITTED transactions; correctness under concurrency comes from row locks and atomic statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from outpost.errors import ConfigError
+
+_READ_ONLY = "outpost_read_only"
+
+
+def async_url(url: str) -> URL:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ConfigError(
+        f"Unsupported database URL {parsed.render_as_string(hide_password=True)}: use sqlite:// or postgresql://"
+    )
+
+
+def sync_url(url: str) -> URL:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite")
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ConfigError(
+        f"Unsupported database URL {parsed.render_as_string(hide_password=True)}: use sqlite:// or postgresql://"
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class Database:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+        self.url = url
+        target = async_url(url)
+        self.dialect = target.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+        self.engine = create_async_engine(target, **kwargs)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Called with the session's info after each committed write (see outpost.store.events).
+        self.on_commit: Callable[[dict[Any, Any]], None] | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session:
+            async with session.begin():
+                yield session
+            if self.on_commit is not None and session.info:
+                self.on_commit(session.info)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        # Closing the session hands the connection back to the pool, which rolls the transaction back;
+        # unlike an explicit rollback, that leaves the loaded objects readable after the block.
+        async with self._sessions() as session:
+            await session.connection(execution_options={_READ_ONLY: True})
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,362 @@
+"""Jobs: the atomic claim, the job credential that fences late agents off, start and finish."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outpost.domain.agents import AgentStatus
+from outpost.domain.jobs import ACTIVE_JOB, JobOutcome, JobStatus, Phase, check_job_transition
+from outpost.domain.runs import PhaseStatus, RunEvent, RunStatus
+from outpost.errors import Conflict, Forbidden, NotFound
+from outpost.ids import TokenKind, hash_secret, new_secret
+from outpost.store import agents as agents_store
+from outpost.store import blobs, configs, events, logs, state
+from outpost.store import runs as runs_store
+from outpost.store.tables import Agent, Job, Run, Variable, Workspace
+from outpost.timeutil import utcnow
+
+
+@dataclass(frozen=True)
+class Claimed:
+    job_id: str
+    token: str
+    phase: str
+    run_id: str
+    attempt: int
+
+
+class JobFenced(Forbidden):
+    """The job credential is no longer valid."""
+
+
+async def claim(session: AsyncSession, agent_id: str, lease: timedelta) -> Claimed | None:
+    """Give the oldest queued job of the agent's pool to the agent, if it has a free slot.
+
+    The agent row is locked first, so racing requests of one agent cannot exceed its capacity; the job
+    is taken by one UPDATE whose WHERE re-checks `status = 'queued'` (with SKIP LOCKED on PostgreSQL),
+    so a job is never claimed twice, whatever the number of agents and replicas.
+    """
+    agent = (await session.execute(select(Agent).where(Agent.id == agent_id).with_for_update())).scalar_one()
+    active = await agents_store.active_job_count(session, agent_id)
+    if active >= agent.capacity:
+        return None
+    candidate = (
+        select(Job.id)
+        .where(Job.pool_id == agent.pool_id, Job.status == JobStatus.QUEUED.value)
+        .order_by(Job.created_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    secret = new_secret(TokenKind.JOB)
+    now = utcnow()
+    row = (
+        await session.execute(
+            update(Job)
+            .where(Job.id == candidate, Job.status == JobStatus.QUEUED.value)
+            .values(
+                status=JobStatus.ASSIGNED.value,
+                agent_id=agent_id,
+                token_hash=hash_secret(secret),
+                attempt=Job.attempt + 1,
+                assigned_at=now,
+                lease_expires_at=now + lease,
+            )
+            .returning(Job.id, Job.phase, Job.run_id, Job.attempt)
+            .execution_options(synchronize_session=False)
+        )
+    ).first()
+    if row is None:
+        return None
+    agents_store.set_status(agent, AgentStatus.BUSY, now)
+    return Claimed(job_id=row.id, token=secret, phase=row.phase, run_id=row.run_id, attempt=row.attempt)
+
+
+def requeue(session: AsyncSession, job: Job) -> None:
+    """Back to the queue: the job was assigned but never started (its agent left or went silent)."""
+    job.status = JobStatus.QUEUED.value
+    job.agent_id = None
+    job.token_hash = None
+    job.assigned_at = None
+    job.lease_expires_at = None
+    events.wake_pool(session, job.pool_id)
+
+
+async def requeue_unstarted(session: AsyncSession, agent_id: str) -> int:
+    jobs = (
+        (
+            await session.execute(
+                select(Job).where(Job.agent_id == agent_id, Job.status == JobStatus.ASSIGNED.value).with_for_update()
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for job in jobs:
+        requeue(session, job)
+    return len(jobs)
+
+
+async def undelivered(session: AsyncSession, agent_id: str, known: list[str]) -> list[str]:
+    """Jobs assigned to the agent that it does not know of: the answer that carried them was lost."""
+    query = select(Job.id).where(Job.agent_id == agent_id, Job.status == JobStatus.ASSIGNED.value)
+    if known:
+        query = query.where(Job.id.not_in(known))
+    return list((await session.execute(query)).scalars())
+
+
+async def redeliver(session: AsyncSession, job_id: str, agent_id: str) -> Claimed | None:
+    """Hand an undelivered job to its agent again, with a new credential (the old one was never seen)."""
+    secret = new_secret(TokenKind.JOB)
+    row = (
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.agent_id == agent_id, Job.status == JobStatus.ASSIGNED.value)
+            .values(token_hash=hash_secret(secret))
+            .returning(Job.id, Job.phase, Job.run_id, Job.attempt)
+            .execution_options(synchronize_session=False)
+        )
+    ).first()
+    if row is None:
+        return None
+    return Claimed(job_id=row.id, token=secret, phase=row.phase, run_id=row.run_id, attempt=row.attempt)
+
+
+async def authenticate(session: AsyncSession, job_id: str, secret: str, *, lock: bool = False) -> Job:
+    query = select(Job).where(Job.id == job_id)
+    if lock:
+        query = query.with_for_update()
+    job = (await session.execute(query)).scalar_one_or_none()
+    if job is None or job.token_hash is None or job.token_hash != hash_secret(secret):
+        raise NotFound(f"Job {job_id!r} was not found.")
+    if JobStatus(job.status) not in ACTIVE_JOB:
+        raise JobFenced(
+            f"Job {job_id} is {job.status}: the server no longer accepts anything for it.",
+            title="job no longer active",
+        )
+    return job
+
+
+async def _phase(session: AsyncSession, job: Job) -> Any:
+    return await (runs_store.plan_of if job.phase == Phase.PLAN.value else runs_store.apply_of)(session, job.run_id)
+
+
+async def log_id(session: AsyncSession, job: Job) -> str:
+    return str((await _phase(session, job)).id)
+
+
+async def start(session: AsyncSession, job: Job) -> None:
+    if job.status == JobStatus.RUNNING.value:
+        return  # a retried start
+    check_job_transition(JobStatus(job.status), JobStatus.RUNNING)
+    job.status = JobStatus.RUNNING.value
+    job.started_at = utcnow()
+    run = await runs_store.get(session, job.run_id, lock=True)
+    runs_store.transition(run, RunEvent.PLAN_STARTED if job.phase == Phase.PLAN.value else RunEvent.APPLY_STARTED)
+    phase = await _phase(session, job)
+    runs_store.set_phase(phase, PhaseStatus.RUNNING)
+    phase.agent_id = job.agent_id
+
+
+async def payload(session: AsyncSession, job: Job) -> dict[str, Any]:
+    """Everything the agent needs to execute the job, sensitive variable values included."""
+    run = await runs_store.get(session, job.run_id)
+    workspace = await session.get(Workspace, run.workspace_id)
+    assert workspace is not None
+    variables = (
+        await session.execute(select(Variable).where(Variable.workspace_id == workspace.id).order_by(Variable.key))
+    ).scalars()
+    phase = await _phase(session, job)
+    return {
+        "id": job.id,
+        "phase": job.phase,
+        "attempt": job.attempt,
+        "log_id": phase.id,
+        "run": {
+            "id": run.id,
+            "message": run.message,
+            "is_destroy": run.is_destroy,
+            "refresh": run.refresh,
+            "refresh_only": run.refresh_only,
+            "plan_only": run.plan_only,
+            "target_addrs": run.target_addrs or [],
+            "replace_addrs": run.replace_addrs or [],
+        },
+        "workspace": {
+            "id": workspace.id,
+            "name": workspace.name,
+            "organization": workspace.organization_id,
+            "terraform_version": workspace.terraform_version,
+            "working_directory": workspace.working_directory or "",
+        },
+        "variables": [
+            {"key": v.key, "value": v.value, "category": v.category, "hcl": v.hcl, "sensitive": v.sensitive}
+            for v in variables
+        ],
+        "log_size": phase.log_size,
+    }
+
+
+async def configuration(session: AsyncSession, job: Job) -> bytes:
+    run = await runs_store.get(session, job.run_id)
+    cv = await configs.get(session, run.configuration_version_id)
+    if cv.blob_id is None:
+        raise NotFound("The run's configuration was never uploaded.")
+    return await blobs.get(session, cv.blob_id)
+
+
+async def current_state(session: AsyncSession, job: Job) -> bytes | None:
+    run = await runs_store.get(session, job.run_id)
+    workspace = await session.get(Workspace, run.workspace_id)
+    assert workspace is not None
+    return await state.current_raw(session, workspace)
+
+
+async def store_plan(session: AsyncSession, job: Job, kind: str, data: bytes) -> None:
+    if job.phase != Phase.PLAN.value:
+        raise Conflict("Only a plan job uploads a plan.")
+    plan = await runs_store.plan_of(session, job.run_id)
+    blob_id = await blobs.put(session, data)
+    if kind == "file":
+        plan.plan_file_blob_id = blob_id
+    else:
+        plan.plan_json_blob_id = blob_id
+
+
+async def plan_file(session: AsyncSession, job: Job) -> bytes:
+    plan = await runs_store.plan_of(session, job.run_id)
+    if plan.plan_file_blob_id is None:
+        raise NotFound("The run's plan file is missing.")
+    return await blobs.get(session, plan.plan_file_blob_id)
+
+
+async def store_state(session: AsyncSession, job: Job, raw: bytes) -> str:
+    run = await runs_store.get(session, job.run_id)
+    workspace = await session.get(Workspace, run.workspace_id, with_for_update=True)
+    assert workspace is not None
+    current = await state.current(session, workspace)
+    parsed = state.parse_state(raw)
+    if (
+        current is not None
+        and current.md5
+        and current.serial == parsed["serial"]
+        and current.lineage == parsed.get("lineage")
+    ):
+        return current.id  # the same state sent twice (a retried upload)
+    sv = await state.create(session, workspace, raw, run_id=run.id)
+    if job.phase == Phase.APPLY.value:
+        (await runs_store.apply_of(session, run.id)).state_version_id = sv.id
+    return sv.id
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: JobOutcome
+    message: str = ""
+    has_changes: bool = False
+    additions: int = 0
+    changes: int = 0
+    destructions: int = 0
+
+
+async def finish(session: AsyncSession, job: Job, result: Result) -> None:
+    """Record the end of a job. The agent calls this last, after every log byte is stored."""
+    run = await runs_store.get(session, job.run_id, lock=True)
+    phase = await _phase(session, job)
+    new_status = {
+        JobOutcome.SUCCEEDED: JobStatus.FINISHED,
+        JobOutcome.CANCELED: JobStatus.CANCELED,
+    }.get(result.outcome, JobStatus.ERRORED)
+    job.status = new_status.value
+    job.outcome = result.outcome.value
+    job.message = result.message or None
+    job.finished_at = utcnow()
+    job.lease_expires_at = None
+    phase.resource_additions = result.additions
+    phase.resource_changes = result.changes
+    phase.resource_destructions = result.destructions
+    if result.outcome == JobOutcome.ERRORED and result.message:
+        await logs.write_server_line(session, phase.id, f"Error: {result.message}")
+    await logs.complete(session, phase.id)
+    if job.agent_id:
+        agent = await session.get(Agent, job.agent_id)
+        if agent is not None and agent.status == AgentStatus.BUSY.value:
+            remaining = await agents_store.active_job_count(session, agent.id)
+            if remaining == 0:
+                agents_store.set_status(agent, AgentStatus.IDLE)
+
+    if result.outcome == JobOutcome.SUCCEEDED:
+        runs_store.set_phase(phase, PhaseStatus.FINISHED)
+        if job.phase == Phase.PLAN.value:
+            phase.has_changes = result.has_changes
+            run.has_changes = result.has_changes
+            if run.plan_only or not result.has_changes or (run.refresh_only and not result.has_changes):
+                runs_store.transition(run, RunEvent.PLAN_FINISHED_NO_APPLY)
+                await runs_store.release(session, run)
+            else:
+                runs_store.transition(run, RunEvent.PLAN_FINISHED)
+                if run.auto_apply:
+                    await runs_store.queue_apply(session, run)
+        else:
+            runs_store.transition(run, RunEvent.APPLY_FINISHED)
+            await runs_store.release(session, run)
+        return
+
+    terminal = PhaseStatus.CANCELED if result.outcome == JobOutcome.CANCELED else PhaseStatus.ERRORED
+    runs_store.set_phase(phase, terminal)
+    if job.phase == Phase.PLAN.value:
+        (await runs_store.apply_of(session, run.id)).status = PhaseStatus.UNREACHABLE.value
+    run.error_message = result.message or None
+    runs_store.transition(run, RunEvent.CANCEL if terminal == PhaseStatus.CANCELED else RunEvent.ERROR)
+    await runs_store.release(session, run)
+
+
+async def cancel_orders(session: AsyncSession, agent_id: str) -> list[dict[str, str]]:
+    """Standing cancel requests for the agent's jobs: persisted, so an agent that missed the moment
+    still receives them at its next call. A force-cancel ends the job at once on the server, so it is
+    repeated for a while after the job ended, until the agent has surely heard it."""
+    now = utcnow()
+    rows = (
+        await session.execute(
+            select(Job.id, Job.force_cancel_requested_at).where(
+                Job.agent_id == agent_id,
+                or_(
+                    and_(Job.status.in_([s.value for s in ACTIVE_JOB]), Job.cancel_requested_at.is_not(None)),
+                    and_(
+                        Job.force_cancel_requested_at.is_not(None),
+                        Job.finished_at > now - timedelta(minutes=10),
+                    ),
+                ),
+            )
+        )
+    ).all()
+    return [{"job": r.id, "kind": "force" if r.force_cancel_requested_at else "cancel"} for r in rows]
+
+
+async def renew_leases(session: AsyncSession, agent_id: str, lease: timedelta) -> None:
+    await session.execute(
+        update(Job)
+        .where(Job.agent_id == agent_id, Job.status.in_([s.value for s in ACTIVE_JOB]))
+        .values(lease_expires_at=utcnow() + lease)
+    )
+
+
+async def queue_depth(session: AsyncSession, pool_id: str) -> int:
+    return (
+        await session.execute(
+            select(func.count()).select_from(Job).where(Job.pool_id == pool_id, Job.status == JobStatus.QUEUED.value)
+        )
+    ).scalar_one()
+
+
+async def active_for_run(session: AsyncSession, run: Run) -> Job | None:
+    if run.status not in (RunStatus.PLANNING.value, RunStatus.APPLYING.value):
+        return None
+    return (
+        await session.execute(select(Job).where(Job.run_id == run.id, Job.status.in_([s.value for s in ACTIVE_JOB])))
+    ).scalar_one_or_none()

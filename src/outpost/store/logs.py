@@ -1,0 +1,109 @@
+"""Run logs: append-only byte streams stored as chunks keyed by offset.
+
+Appends are idempotent: the agent says at which offset its bytes start; bytes the server already holds
+are skipped, a gap is refused with the server's own size (the client resends from there). The plan or
+apply row holds the size and whether the log is complete.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outpost.errors import RangeNotSatisfiable
+from outpost.store.tables import Apply, LogChunk, Plan
+
+MAX_LOG_BYTES = 512 * 1024 * 1024
+
+PhaseTable = type[Plan] | type[Apply]
+
+
+def table_for(log_id: str) -> PhaseTable:
+    return Plan if log_id.startswith("plan-") else Apply
+
+
+class LogGap(RangeNotSatisfiable):
+    """The chunk starts past the end of the stored log."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"The log holds {size} bytes; resend from offset {size}.")
+        self.size = size
+
+
+async def append(session: AsyncSession, log_id: str, offset: int, data: bytes) -> int:
+    """Store `data` at `offset`; return the log's size afterwards."""
+    table = table_for(log_id)
+    # Lock the phase row: appends to one log are serialized, whatever the database.
+    row = (
+        await session.execute(select(table.log_size, table.log_complete).where(table.id == log_id).with_for_update())
+    ).one()
+    size = int(row.log_size)
+    if offset > size:
+        raise LogGap(size)
+    end = offset + len(data)
+    if end <= size or row.log_complete:
+        return size
+    tail = data[size - offset :]
+    if size + len(tail) > MAX_LOG_BYTES:
+        tail = tail[: max(0, MAX_LOG_BYTES - size)]
+        if not tail:
+            return size
+    session.add(LogChunk(log_id=log_id, offset=size, data=tail))
+    new_size = size + len(tail)
+    await session.execute(update(table).where(table.id == log_id).values(log_size=new_size))
+    return new_size
+
+
+async def size(session: AsyncSession, log_id: str) -> int:
+    table = table_for(log_id)
+    return int((await session.execute(select(table.log_size).where(table.id == log_id))).scalar_one())
+
+
+async def read(session: AsyncSession, log_id: str, offset: int, limit: int) -> bytes:
+    """Raw log bytes [offset, offset + limit)."""
+    if limit <= 0:
+        return b""
+    end = offset + limit
+    # The chunk containing `offset` starts at or before it: take the last such start.
+    first = (
+        await session.execute(
+            select(LogChunk.offset)
+            .where(LogChunk.log_id == log_id, LogChunk.offset <= offset)
+            .order_by(LogChunk.offset.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    start = first if first is not None else 0
+    chunks = (
+        await session.execute(
+            select(LogChunk.offset, LogChunk.data)
+            .where(LogChunk.log_id == log_id, LogChunk.offset >= start, LogChunk.offset < end)
+            .order_by(LogChunk.offset)
+        )
+    ).all()
+    out = bytearray()
+    for chunk_offset, data in chunks:
+        lo = max(offset, chunk_offset) - chunk_offset
+        hi = min(end, chunk_offset + len(data)) - chunk_offset
+        if hi > lo:
+            out += data[lo:hi]
+    return bytes(out)
+
+
+async def read_all(session: AsyncSession, log_id: str) -> bytes:
+    chunks = (
+        await session.execute(select(LogChunk.data).where(LogChunk.log_id == log_id).order_by(LogChunk.offset))
+    ).scalars()
+    return b"".join(chunks)
+
+
+async def complete(session: AsyncSession, log_id: str) -> None:
+    table = table_for(log_id)
+    await session.execute(update(table).where(table.id == log_id).values(log_complete=True))
+
+
+async def write_server_line(session: AsyncSession, log_id: str, text: str) -> None:
+    """Append a line written by the server itself (e.g. why a phase errored)."""
+    table = table_for(log_id)
+    size = (await session.execute(select(table.log_size).where(table.id == log_id))).scalar_one()
+    await append(session, log_id, size, text.encode() + b"\n")
