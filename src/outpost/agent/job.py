@@ -58,6 +58,7 @@ class Job:
         self.cancel_kind: str | None = None  # "cancel" or "force", as applied
         self.fenced = False
         self._kill_timer: asyncio.TimerHandle | None = None
+        self._cleanup: list[Path] = []
 
     # --- orders from outside -------------------------------------------------------------------------
 
@@ -134,7 +135,8 @@ class Job:
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
             self.process.kill_group()
-            await asyncio.to_thread(shutil.rmtree, jobdir, True)
+            for path in [jobdir, *self._cleanup]:
+                await asyncio.to_thread(shutil.rmtree, path, True)
 
     async def _execute(self, payload: dict[str, Any], jobdir: Path, logs: LogStream) -> JobResult:
         phase = Phase(payload["phase"])
@@ -168,9 +170,12 @@ class Job:
         if prior:
             (workdir / "terraform.tfstate").write_bytes(prior)
 
-        home, tmp = jobdir / "home", jobdir / "tmp"
+        home = jobdir / "home"
         home.mkdir()
-        tmp.mkdir()
+        # A short TMPDIR of its own: provider plugins put Unix sockets there, and a socket path over
+        # 108 bytes (easy under a deep data directory) makes the plugin fail to start.
+        tmp = Path(tempfile.mkdtemp(prefix="outpost-"))
+        self._cleanup.append(tmp)
         rc_file = jobdir / "terraformrc"
         rc_file.write_text(cli_config(self._provider_mirror()))
         env = job_environment(
