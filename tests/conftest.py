@@ -66,8 +66,9 @@ def start(server: Server, tools_dir: Path, tmp_path: Path, agents: list[Proc]): 
 
     def _start(token: str, *args: str, name: str | None = None, env: dict[str, str] | None = None) -> Proc:
         n = next(counter)
-        proc = start_agent(server.url, token, tmp_path / f"agent{n}", tools_dir, *args, name=name or f"agent{n}",
-                           env=env)
+        proc = start_agent(
+            server.url, token, tmp_path / f"agent{n}", tools_dir, *args, name=name or f"agent{n}", env=env
+        )
         agents.append(proc)
         return proc
 

@@ -66,7 +66,9 @@ def test_two_agents_apply_ten_workspaces(api: OutpostAPI, org: tuple[str, str], 
 
 
 def test_single_agent_exits_zero_and_runs_with_a_clean_environment(
-    api: OutpostAPI, org: tuple[str, str], start  # type: ignore[no-untyped-def]
+    api: OutpostAPI,
+    org: tuple[str, str],
+    start,  # type: ignore[no-untyped-def]
 ) -> None:
     pool_id, token = _pool_with_token(api, org[0])
     agent: Proc = start(token, "--single", env={"UNRELATED_HOST_VAR": "host-secret-value"})
@@ -145,9 +147,22 @@ def test_quickstart_demo(tmp_path: Path) -> None:
     """The README's first command ends here: a real plan and apply through a separate agent process."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "outpost", "demo", "--port", str(port), "--data-dir", str(tmp_path / "demo"),
-         "--example", str(EXAMPLES / "hello")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "outpost",
+            "demo",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--example",
+            str(EXAMPLES / "hello"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=clean_env(),
+        start_new_session=True,
     )
     assert proc.stdout is not None
     lines: list[str] = []

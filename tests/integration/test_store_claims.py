@@ -83,7 +83,13 @@ async def build_world(tmp_path: Path, *, capacities: list[int], run_count: int) 
         await configs.upload(s, cv, config_archive())
         run_ids = [(await runs.create(s, ws, cv, RunOptions(plan_only=True))).id for _ in range(run_count)]
         pool_id = pool.id
-    world = World(db=db, pool_id=pool_id, agent_ids=agent_ids, capacity=dict(zip(agent_ids, capacities)), run_ids=run_ids)
+    world = World(
+        db=db,
+        pool_id=pool_id,
+        agent_ids=agent_ids,
+        capacity=dict(zip(agent_ids, capacities, strict=False)),
+        run_ids=run_ids,
+    )
     async with db.read() as s:
         rows = (await s.execute(select(Job.id, Job.status, Job.run_id).where(Job.pool_id == pool_id))).all()
     assert len(rows) == run_count, "every plan-only run queues exactly one plan job"
@@ -112,7 +118,8 @@ async def finish_all(db: Database, claimed: list[Claimed]) -> None:
 
 
 async def test_racing_claims_take_every_job_exactly_once(tmp_path: Path) -> None:
-    """20 agents with room for every job, two concurrent claim loops each: a job goes to exactly one."""
+    """20 agents with room for every job claim concurrently, in loops, until the queue is empty: every job
+    goes to exactly one agent."""
     world = await build_world(tmp_path, capacities=[1000] * 20, run_count=300)
     try:
         claims: list[tuple[str, Claimed]] = []
@@ -121,7 +128,7 @@ async def test_racing_claims_take_every_job_exactly_once(tmp_path: Path) -> None
             while (claimed := await claim_one(world.db, agent_id)) is not None:
                 claims.append((agent_id, claimed))
 
-        await asyncio.gather(*(loop(agent_id) for agent_id in world.agent_ids for _ in range(2)))
+        await asyncio.gather(*(loop(agent_id) for agent_id in world.agent_ids))
 
         claimed_ids = [c.job_id for _, c in claims]
         duplicates = [job_id for job_id, n in Counter(claimed_ids).items() if n > 1]
@@ -148,37 +155,38 @@ async def test_racing_claims_take_every_job_exactly_once(tmp_path: Path) -> None
 
 
 async def test_capacity_holds_while_agents_race(tmp_path: Path) -> None:
-    """Capacity 1 and 2; each agent fires capacity + 2 concurrent claims per round and finishes nothing
-    until the round is checked: the extra claims must come back empty."""
-    capacities = [1, 2] * 10
-    world = await build_world(tmp_path, capacities=capacities, run_count=300)
+    """Capacity 1 and 2; each agent fires capacity + 1 concurrent claims per round and finishes nothing
+    until the round is checked: the claims beyond its capacity must come back empty."""
+    job_count = 50
+    capacities = [1, 2] * 5
+    slots = sum(capacities)  # 15: rounds of 15, 15, 15, 5, then an empty one
+    world = await build_world(tmp_path, capacities=capacities, run_count=job_count)
     try:
         all_claimed: list[Claimed] = []
         rounds = 0
         while True:
             rounds += 1
-            assert rounds <= 20, "the queue should drain in 10 rounds of 30"
-            attempts = [agent_id for agent_id in world.agent_ids for _ in range(world.capacity[agent_id] + 2)]
+            assert rounds <= 10, "the queue should drain in 4 rounds"
+            attempts = [agent_id for agent_id in world.agent_ids for _ in range(world.capacity[agent_id] + 1)]
             results = await asyncio.gather(*(claim_one(world.db, agent_id) for agent_id in attempts))
             won: dict[str, list[Claimed]] = {agent_id: [] for agent_id in world.agent_ids}
-            for agent_id, claimed in zip(attempts, results):
+            for agent_id, claimed in zip(attempts, results, strict=True):
                 if claimed is not None:
                     won[agent_id].append(claimed)
             round_claims = [c for cs in won.values() for c in cs]
             if not round_claims:
                 break
-            remaining_before = 300 - len(all_claimed)
-            assert len(round_claims) == min(remaining_before, sum(capacities)), "free slots are all filled"
+            remaining_before = job_count - len(all_claimed)
+            assert len(round_claims) == min(remaining_before, slots), "free slots are filled while jobs remain"
             active = await active_counts(world.db, world.agent_ids)
             for agent_id in world.agent_ids:
                 assert len(won[agent_id]) <= world.capacity[agent_id]
-                assert active[agent_id] == len(won[agent_id]) <= world.capacity[agent_id]
-            # Agents at capacity get nothing more, however hard they ask.
-            full = [a for a in world.agent_ids if active[a] == world.capacity[a]]
-            assert full, "with jobs left over, some agent must be full"
-            assert await asyncio.gather(*(claim_one(world.db, a) for a in full for _ in range(2))) == [None] * (
-                2 * len(full)
-            )
+                assert active[agent_id] == len(won[agent_id])
+            if remaining_before >= slots:
+                assert active == world.capacity, "with jobs left over, every agent is full"
+            # Full agents, or an empty queue: nobody gets anything more, however hard it asks.
+            extra = await asyncio.gather(*(claim_one(world.db, a) for a in world.agent_ids))
+            assert extra == [None] * len(world.agent_ids)
             async with world.db.read() as s:
                 statuses = {a.id: a.status for a in (await s.execute(select(Agent))).scalars()}
             for agent_id in world.agent_ids:
@@ -187,9 +195,9 @@ async def test_capacity_holds_while_agents_race(tmp_path: Path) -> None:
             await finish_all(world.db, round_claims)
             all_claimed += round_claims
 
-        assert rounds == 11  # 10 full rounds, then one that finds the queue empty
+        assert rounds == 5
         claimed_ids = [c.job_id for c in all_claimed]
-        assert len(claimed_ids) == len(set(claimed_ids)) == 300
+        assert len(claimed_ids) == len(set(claimed_ids)) == job_count
         assert set(claimed_ids) == set(world.job_ids)
         async with world.db.read() as s:
             job_statuses = set((await s.execute(select(Job.status))).scalars())

@@ -49,7 +49,7 @@ class Proc:
 
     def start(self) -> Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self._log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(
             self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -123,11 +123,29 @@ def start_server(data_dir: Path, tools_dir: Path, *args: str, port: int | None =
     return Server(url=url, data_dir=data_dir, proc=proc)
 
 
-def start_agent(server_url: str, token: str, data_dir: Path, tools_dir: Path, *args: str, name: str = "agent",
-                env: dict[str, str] | None = None) -> Proc:
+def start_agent(
+    server_url: str,
+    token: str,
+    data_dir: Path,
+    tools_dir: Path,
+    *args: str,
+    name: str = "agent",
+    env: dict[str, str] | None = None,
+) -> Proc:
     return Proc(
-        [*OUTPOST, "agent", "--address", server_url, "--name", name, "--data-dir", str(data_dir),
-         "--tools-dir", str(tools_dir), *args],
+        [
+            *OUTPOST,
+            "agent",
+            "--address",
+            server_url,
+            "--name",
+            name,
+            "--data-dir",
+            str(data_dir),
+            "--tools-dir",
+            str(tools_dir),
+            *args,
+        ],
         data_dir.parent / f"{data_dir.name}.log",
         env=clean_env(OUTPOST_AGENT_TOKEN=token, **(env or {})),
     ).start()

@@ -354,6 +354,16 @@ async def queue_depth(session: AsyncSession, pool_id: str) -> int:
     ).scalar_one()
 
 
+async def active_for_agent(session: AsyncSession, agent_id: str) -> list[Job]:
+    return list(
+        (
+            await session.execute(
+                select(Job).where(Job.agent_id == agent_id, Job.status.in_([s.value for s in ACTIVE_JOB]))
+            )
+        ).scalars()
+    )
+
+
 async def active_for_run(session: AsyncSession, run: Run) -> Job | None:
     if run.status not in (RunStatus.PLANNING.value, RunStatus.APPLYING.value):
         return None
