@@ -28,3 +28,17 @@ async def bootstrap(url: str, org: str, email: str) -> str:
         return secret
     finally:
         await db.dispose()
+
+
+async def set_password(url: str, email: str, password: str) -> None:
+    """Set the web sign-in password of an existing user (which also ends the user's password sessions)."""
+    from outpost.passwords import hash_password
+
+    hashed = await asyncio.to_thread(hash_password, password)
+    await asyncio.to_thread(migrate.upgrade, url)
+    db = Database(url)
+    try:
+        async with db.write() as session:
+            await users.set_password(session, email, hashed)
+    finally:
+        await db.dispose()

@@ -146,7 +146,7 @@ def agent(**opts: object) -> None:
 
 @main.group()
 def admin() -> None:
-    """Administration: database migrations and bootstrap."""
+    """Administration: database migrations, bootstrap and passwords."""
 
 
 def _db_url(data_dir: Path, database_url: str | None) -> str:
@@ -177,6 +177,32 @@ def bootstrap(data_dir: Path, database_url: str | None, org: str, email: str) ->
     token = asyncio.run(run_bootstrap(_db_url(data_dir, database_url), org, email))
     click.echo(f"organization {org}: owner {email}", err=True)
     click.echo(token)
+
+
+@admin.command("set-password")
+@_db_options
+@click.option("--email", required=True, help="The user's email address (the user must exist).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
+def set_password(data_dir: Path, database_url: str | None, email: str, password_stdin: bool) -> None:
+    """Set a user's password for signing in to the web UI at /app."""
+    from outpost.admin import set_password as run_set_password
+    from outpost.errors import NotFound
+    from outpost.passwords import check_strength
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        check_strength(password)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(run_set_password(_db_url(data_dir, database_url), email, password))
+    except NotFound as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"password set for {email}", err=True)
 
 
 @main.group()

@@ -59,42 +59,46 @@ async def build_world(tmp_path: Path, *, capacities: list[int], run_count: int) 
     url = "sqlite:///" + str(tmp_path / "outpost.db")
     migrate.upgrade(url)
     db = Database(url)
-    async with db.write() as s:
-        org = await users.create_organization(s, "acme", "ops@example.com")
-        user = await users.ensure_user(s, "ops@example.com")
-        pool = await pools.create_pool(s, org.id, "private-net", True, [])
-        token, _ = await pools.create_token(s, pool.id, "claims test", user.id)
-        agent_ids = []
-        for i, capacity in enumerate(capacities):
-            agent, _ = await agents.register(
-                s,
-                token,
-                name=f"agent-{i}",
-                ip_address="10.0.0.1",
-                hostname=f"host-{i}",
-                version="test",
-                capacity=capacity,
+    try:
+        async with db.write() as s:
+            org = await users.create_organization(s, "acme", "ops@example.com")
+            user = await users.ensure_user(s, "ops@example.com")
+            pool = await pools.create_pool(s, org.id, "private-net", True, [])
+            token, _ = await pools.create_token(s, pool.id, "claims test", user.id)
+            agent_ids = []
+            for i, capacity in enumerate(capacities):
+                agent, _ = await agents.register(
+                    s,
+                    token,
+                    name=f"agent-{i}",
+                    ip_address="10.0.0.1",
+                    hostname=f"host-{i}",
+                    version="test",
+                    capacity=capacity,
+                )
+                agent_ids.append(agent.id)
+            ws = await workspaces.create(
+                s, org.id, WorkspaceSettings(name="infra", execution_mode="agent", agent_pool_id=pool.id)
             )
-            agent_ids.append(agent.id)
-        ws = await workspaces.create(
-            s, org.id, WorkspaceSettings(name="infra", execution_mode="agent", agent_pool_id=pool.id)
+            cv = await configs.create(s, ws, speculative=False, auto_queue_runs=False, source="tfe-api")
+            await configs.upload(s, cv, config_archive())
+            run_ids = [(await runs.create(s, ws, cv, RunOptions(plan_only=True))).id for _ in range(run_count)]
+            pool_id = pool.id
+        world = World(
+            db=db,
+            pool_id=pool_id,
+            agent_ids=agent_ids,
+            capacity=dict(zip(agent_ids, capacities, strict=True)),
+            run_ids=run_ids,
         )
-        cv = await configs.create(s, ws, speculative=False, auto_queue_runs=False, source="tfe-api")
-        await configs.upload(s, cv, config_archive())
-        run_ids = [(await runs.create(s, ws, cv, RunOptions(plan_only=True))).id for _ in range(run_count)]
-        pool_id = pool.id
-    world = World(
-        db=db,
-        pool_id=pool_id,
-        agent_ids=agent_ids,
-        capacity=dict(zip(agent_ids, capacities, strict=False)),
-        run_ids=run_ids,
-    )
-    async with db.read() as s:
-        rows = (await s.execute(select(Job.id, Job.status, Job.run_id).where(Job.pool_id == pool_id))).all()
-    assert len(rows) == run_count, "every plan-only run queues exactly one plan job"
-    assert {r.status for r in rows} == {JobStatus.QUEUED.value}
-    assert {r.run_id for r in rows} == set(run_ids)
+        async with db.read() as s:
+            rows = (await s.execute(select(Job.id, Job.status, Job.run_id).where(Job.pool_id == pool_id))).all()
+        assert len(rows) == run_count, "every plan-only run queues exactly one plan job"
+        assert {r.status for r in rows} == {JobStatus.QUEUED.value}
+        assert {r.run_id for r in rows} == set(run_ids)
+    except BaseException:
+        await db.dispose()
+        raise
     world.job_ids = [r.id for r in rows]
     return world
 

@@ -76,7 +76,7 @@ class Agent:
         stop.cancel()
         registration = register.result()
         log.info(
-            "registered as agent %s (heartbeat every %.0f s)", registration.agent_id, registration.heartbeat_interval
+            "registered as agent %s (heartbeat every %g s)", registration.agent_id, registration.heartbeat_interval
         )
         self.worker = Worker(self.config, self.client, registration)
         if self.stop_requested.is_set():
@@ -111,4 +111,8 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def run(config: AgentConfig, *, unix_socket: Path | None = None) -> int:
-    return asyncio.run(Agent(config, unix_socket=unix_socket).run())
+    code = asyncio.run(Agent(config, unix_socket=unix_socket).run())
+    # The loop's handlers are gone; a signal while the interpreter winds down still means "exit now".
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: os._exit(ExitCode.FORCED))
+    return code

@@ -98,7 +98,8 @@ class Worker:
         for order in orders:
             job = self.jobs.get(order["job"])
             if job is not None:
-                log.info("job %s: %s requested", job.id, order["kind"])
+                if job.cancel_kind not in (order["kind"], "force"):  # orders repeat until the job ends
+                    log.info("job %s: %s requested", job.id, order["kind"])
                 job.cancel(order["kind"])
 
     def _start_job(self, job_id: str, token: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -20,6 +21,11 @@ from outpost.store import pools
 from outpost.store.db import Database
 
 log = logging.getLogger("outpost.server.builtin_agent")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: a SIGTERM when the server dies, however it dies (the agent then drains)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class BuiltinAgent:
@@ -64,7 +70,9 @@ class BuiltinAgent:
             cmd += ["--tools-dir", str(self.config.tools_dir.resolve())]
         env = {k: v for k, v in os.environ.items() if not k.startswith("OUTPOST_")}
         env["OUTPOST_AGENT_TOKEN"] = self._secret
-        self.process = await asyncio.create_subprocess_exec(*cmd, env=env, start_new_session=True)
+        self.process = await asyncio.create_subprocess_exec(
+            *cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent
+        )
         log.info("built-in agent started (pid %s)", self.process.pid)
 
     async def _supervise(self) -> None:

@@ -132,6 +132,7 @@ class Monitor:
                 jobs_store.requeue(session, job)
 
     async def enforce_timeouts(self) -> None:
+        """An overrun phase is canceled with its reason; its agent is told to kill terraform at once."""
         now = utcnow()
         async with self.app.db.write() as session:
             running = (
@@ -148,8 +149,8 @@ class Monitor:
                 if job.started_at is None or job.started_at + timedelta(seconds=limit) > now:
                     continue
                 run = await runs_store.get(session, job.run_id, lock=True)
-                await runs_store.error(
-                    session, run, f"The {job.phase} exceeded its timeout of {int(limit)} s and was stopped."
+                await runs_store.stop(
+                    session, run, job, f"The {job.phase} exceeded its timeout of {limit:g} s and was canceled."
                 )
 
     async def sweep(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -175,6 +177,19 @@ async def authenticate_pool_token(session: AsyncSession, secret: str) -> AgentTo
         raise Unauthorized("The agent token is invalid or was revoked. Create a new token for the pool.")
     await session.execute(update(AgentToken).where(AgentToken.id == token.id).values(last_used_at=utcnow()))
     return token
+
+
+async def touch_token(session: AsyncSession, token_id: str, every: float = 60.0) -> None:
+    """Keep last-used-at current while agents use the token, writing it at most once a minute."""
+    now = utcnow()
+    await session.execute(
+        update(AgentToken)
+        .where(
+            AgentToken.id == token_id,
+            (AgentToken.last_used_at.is_(None)) | (AgentToken.last_used_at < now - timedelta(seconds=every)),
+        )
+        .values(last_used_at=now)
+    )
 
 
 async def ensure_builtin_pool(session: AsyncSession) -> AgentPool:

@@ -301,6 +301,17 @@ async def force_cancel(session: AsyncSession, run: Run, cooloff: timedelta) -> N
     await _finish_canceled(session, run, "The run was force-canceled.")
 
 
+async def stop(session: AsyncSession, run: Run, job: Job, reason: str) -> None:
+    """Cancel an executing run now, for a reason of the server's own (a timeout): the agent kills terraform."""
+    now = utcnow()
+    job.cancel_requested_at = job.cancel_requested_at or now
+    job.force_cancel_requested_at = now
+    if job.agent_id:
+        events.wake_agent(session, job.agent_id)
+    run.error_message = reason
+    await _finish_canceled(session, run, reason)
+
+
 async def _finish_canceled(session: AsyncSession, run: Run, message: str) -> None:
     for phase in (await plan_of(session, run.id), await apply_of(session, run.id)):
         if phase.status in (PhaseStatus.QUEUED.value, PhaseStatus.RUNNING.value):

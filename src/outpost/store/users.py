@@ -143,3 +143,35 @@ async def get_organization(session: AsyncSession, org_id: str) -> Organization:
     if org is None:
         raise NotFound(f"Organization {org_id!r} was not found.")
     return org
+
+
+# --- web sign-in --------------------------------------------------------------------------------
+
+
+async def user_by_email(session: AsyncSession, email: str) -> User | None:
+    return (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
+
+
+async def get_user(session: AsyncSession, user_id: str) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def set_password(session: AsyncSession, email: str, password_hash: str) -> User:
+    user = await user_by_email(session, email)
+    if user is None:
+        raise NotFound(f"No user has the email {email!r}. Create it with `outpost admin bootstrap` first.")
+    user.password_hash = password_hash
+    await session.flush()
+    return user
+
+
+async def user_token_active(session: AsyncSession, token_id: str, user_id: str) -> bool:
+    """Whether a web session begun with this API token may continue (the token is not revoked)."""
+    row = (
+        await session.execute(
+            select(UserToken.id).where(
+                UserToken.id == token_id, UserToken.user_id == user_id, UserToken.revoked_at.is_(None)
+            )
+        )
+    ).first()
+    return row is not None

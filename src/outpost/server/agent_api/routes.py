@@ -192,6 +192,7 @@ async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Respon
     async with app.db.write() as session:
         agent = await agents_store.authenticate_session(session, _token(request), lock=True)
         await agents_store.ping(session, agent, _client_ip(request))
+        await pools.touch_token(session, agent.token_id)
         await jobs_store.renew_leases(session, agent.id, timedelta(seconds=app.config.job_lease))
         orders = await jobs_store.cancel_orders(session, agent.id)
     return JSONResponse({"action": "continue", "heartbeat_interval": app.config.heartbeat_interval, "cancel": orders})

@@ -14,9 +14,7 @@ from outpost.server.api import shapes
 from outpost.server.auth import member, owner, principal
 from outpost.server.context import Outpost, outpost
 from outpost.store import agents as agents_store
-from outpost.store import events, pools
-from outpost.store import jobs as jobs_store
-from outpost.store import runs as runs_store
+from outpost.store import pools, revocations
 from outpost.store.tables import AgentPool
 from outpost.store.users import Principal
 
@@ -149,16 +147,7 @@ async def revoke_token(token_id: str, who: Principal = Depends(principal), app: 
             await _visible_pool(session, who, token.pool_id, manage=True)
         except NotFound:
             raise NotFound(f"Agent token {token_id!r} was not found.") from None
-        for agent_id in await pools.revoke_token(session, token):
-            events.wake_agent(session, agent_id)
-            # The agent exits at once; its running jobs end now, with the reason, and free their workspaces.
-            for job in await jobs_store.active_for_agent(session, agent_id):
-                run = await runs_store.get(session, job.run_id, lock=True)
-                await runs_store.error(
-                    session,
-                    run,
-                    f"The agent token {token.description!r} was revoked while agent {agent_id} ran the {job.phase}.",
-                )
+        await revocations.revoke_agent_token(session, token)
     return Response(status_code=204)
 
 
