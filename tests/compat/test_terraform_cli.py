@@ -133,14 +133,13 @@ class Terraform:
         return result
 
 
-@pytest.fixture(scope="module")
-def terraform(cli_setup: CLISetup, tools_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Terraform]:
-    base = tmp_path_factory.mktemp("cli")
+def _cli(cli_setup: CLISetup, tools_dir: Path, base: Path, workspace: str) -> Terraform:
+    """A directory whose configuration uses `backend "remote"` with Outpost's workspace `workspace`."""
     home, workdir = base / "home", base / "config"
     home.mkdir()
     workdir.mkdir()
     (workdir / "main.tf").write_text(
-        MAIN_TF % {"host": cli_setup.server.host, "org": cli_setup.org, "workspace": WORKSPACE}
+        MAIN_TF % {"host": cli_setup.server.host, "org": cli_setup.org, "workspace": workspace}
     )
     # Terraform 1.0.3 takes a token only from the CLI configuration (TF_TOKEN_* came in 1.2).
     rc = base / "terraformrc"
@@ -158,9 +157,14 @@ def terraform(cli_setup: CLISetup, tools_dir: Path, tmp_path_factory: pytest.Tem
         "CHECKPOINT_DISABLE": "1",
         "TF_IN_AUTOMATION": "1",
     }
+    return Terraform(tools_dir / "terraform" / "1.0.3" / "terraform", workdir, env)
+
+
+@pytest.fixture(scope="module")
+def terraform(cli_setup: CLISetup, tools_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Terraform]:
     # The workspace exists before init, in agent mode, on the pool whose agent is running.
     cli_setup.api.create_workspace(cli_setup.org, WORKSPACE, execution_mode="agent", agent_pool_id=cli_setup.pool_id)
-    yield Terraform(tools_dir / "terraform" / "1.0.3" / "terraform", workdir, env)
+    yield _cli(cli_setup, tools_dir, tmp_path_factory.mktemp("cli"), WORKSPACE)
 
 
 def _stamp(run: dict[str, object], key: str) -> float:
@@ -233,3 +237,33 @@ def test_remote_plan_apply_output_and_state_pull(cli_setup: CLISetup, terraform:
     latest = api.request("GET", f"/workspaces/{ws['id']}/runs")["data"][0]
     assert latest["attributes"]["status"] == "planned_and_finished"
     assert latest["attributes"]["has-changes"] is False
+
+
+def test_local_execution_stores_state_in_outpost_under_a_lock(
+    cli_setup: CLISetup, tools_dir: Path, tmp_path: Path
+) -> None:
+    """`local` execution mode: terraform runs here and Outpost only holds the state. The CLI locks the
+    workspace, pushes each new state version (serial, md5, lineage, base64 state) and unlocks."""
+    api = cli_setup.api
+    ws = api.create_workspace(cli_setup.org, "cli-local", execution_mode="local")
+    terraform = _cli(cli_setup, tools_dir, tmp_path, "cli-local")
+    assert terraform("init", "-input=false", "-no-color").code == 0
+
+    first = terraform("apply", "-auto-approve", "-no-color", "-var", "greeting=first")
+    assert first.code == 0, first.text
+    assert "Running apply in the remote backend" not in first.text  # it ran here, not on an agent
+    assert "provisioner-finished" in first.text
+    assert api.request("GET", f"/workspaces/{ws['id']}/runs")["data"] == []
+    current = api.request("GET", f"/workspaces/{ws['id']}/current-state-version")["data"]["attributes"]
+    pulled = json.loads(terraform("state", "pull").text)
+    assert (pulled["serial"], pulled["lineage"]) == (current["serial"], current["lineage"])
+    assert api.current_outputs(ws["id"])["greeting"] == "first"
+    assert api.request("GET", f"/workspaces/{ws['id']}")["data"]["attributes"]["locked"] is False
+
+    second = terraform("apply", "-auto-approve", "-no-color", "-var", "greeting=second")
+    assert second.code == 0, second.text
+    assert "1 added, 0 changed, 1 destroyed" in second.text  # the trigger changed: replaced
+    versions = api.request("GET", f"/workspaces/{ws['id']}/state-versions")["data"]
+    assert versions[0]["attributes"]["serial"] > current["serial"]
+    assert api.current_outputs(ws["id"])["greeting"] == "second"
+    assert api.request("GET", f"/workspaces/{ws['id']}")["data"]["attributes"]["locked"] is False

@@ -175,16 +175,14 @@ async def run_queue(
 async def capacity(org: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
     async with app.db.read() as session:
         await member(session, who, org)
-        counts = dict(
-            (
-                await session.execute(
-                    select(Run.status, func.count())
-                    .join(Workspace, Workspace.id == Run.workspace_id)
-                    .where(Workspace.organization_id == org)
-                    .group_by(Run.status)
-                )
-            ).tuples()
+        rows = await session.execute(
+            select(Run.status, func.count())
+            .join(Workspace, Workspace.id == Run.workspace_id)
+            .where(Workspace.organization_id == org)
+            .group_by(Run.status)
         )
+        # Not dict(rows): a Result has keys(), so dict() would take it for a mapping.
+        counts = {status: count for status, count in rows.tuples()}
     pending = sum(
         counts.get(s, 0) for s in (RunStatus.PENDING.value, RunStatus.PLAN_QUEUED.value, RunStatus.APPLY_QUEUED.value)
     )
