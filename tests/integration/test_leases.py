@@ -1,0 +1,148 @@
+"""Leases and fencing over the real agent protocol: the agent protocol client against a real server with
+short liveness timings, no terraform. A job whose agent went silent before starting it goes to another
+agent; once the server gives up on a job, everything its old agent sends for it is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outpost.admin import bootstrap
+from outpost.agent.client import Backoff, Client, JobGone
+from outpost.agent.exitcodes import ExitCode
+from outpost.api_client import OutpostAPI
+from outpost.errors import AgentFatal
+from tests.conftest import EXAMPLES
+from tests.support.processes import Server, start_server, wait_until
+
+pytestmark = pytest.mark.integration
+
+UNKNOWN_AFTER, ERRORED_AFTER = 1.5, 2.0
+FLAGS = [
+    "--no-builtin-agent",
+    "--agent-unknown-after",
+    str(UNKNOWN_AFTER),
+    "--agent-errored-after",
+    str(ERRORED_AFTER),
+    "--monitor-interval",
+    "0.2",
+    "--long-poll-timeout",
+    "10",
+]
+
+
+@pytest.fixture(scope="module")
+def lease_server(tmp_path_factory: pytest.TempPathFactory, tools_dir: Path) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("leases"), tools_dir, *FLAGS)
+    yield srv
+    srv.proc.stop()
+
+
+class World:
+    def __init__(self, server: Server) -> None:
+        name = f"leases-{os.getpid()}-{time.monotonic_ns()}"
+        self.server = server
+        self.api = OutpostAPI(server.url, asyncio.run(bootstrap(server.db_url, name, f"{name}@example.com")))
+        pool_id = self.api.create_pool(name, "pool")["id"]
+        _, self.pool_token = self.api.create_agent_token(pool_id, "lease test")
+        ws = self.api.create_workspace(name, "leased", execution_mode="agent", agent_pool_id=pool_id)
+        self.run_id = self.api.create_run(ws["id"], self.api.upload_configuration(ws["id"], EXAMPLES / "hello"))["id"]
+
+    def status(self) -> str:
+        return str(self.api.run(self.run_id)["attributes"]["status"])
+
+
+@pytest.fixture
+def world(lease_server: Server) -> Iterator[World]:
+    w = World(lease_server)
+    yield w
+    w.api.close()
+
+
+@asynccontextmanager
+async def agent(world: World, name: str, *, heartbeats: bool) -> AsyncIterator[Client]:
+    """A registered agent, heartbeating in the background if asked (as `outpost agent` does)."""
+    client = Client(world.server.url, backoff=Backoff(base=0.05, cap=0.2))
+    await client.register(world.pool_token, name, 1)
+    beat = asyncio.create_task(_beat(client)) if heartbeats else None
+    try:
+        yield client
+    finally:
+        if beat is not None:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, AgentFatal):
+                await beat
+        await client.close()
+
+
+async def _beat(client: Client) -> None:
+    while True:
+        await client.heartbeat([])
+        await asyncio.sleep(0.3)
+
+
+async def _one_job(client: Client, wait: float = 10) -> dict[str, Any]:
+    answer = await client.poll(1, [], {}, wait)
+    (job,) = answer["jobs"]
+    return dict(job)
+
+
+def test_unstarted_job_of_a_silent_agent_goes_to_another_agent(world: World) -> None:
+    async def scenario() -> None:
+        async with (
+            agent(world, "silent", heartbeats=False) as silent,
+            agent(world, "steady", heartbeats=True) as steady,
+        ):
+            job = await _one_job(silent)
+            # The silent agent never starts the job; the steady one long-polls and is handed it once the
+            # silent agent is unknown, with a credential of its own.
+            started = time.monotonic()
+            again = await _one_job(steady, wait=UNKNOWN_AFTER + 5)
+            assert again["id"] == job["id"] and again["token"] != job["token"]
+            assert time.monotonic() - started < UNKNOWN_AFTER + 3
+            with pytest.raises(JobGone):
+                await silent.start(job["id"], job["token"])  # fenced: the claim is no longer its
+            await steady.start(again["id"], again["token"])
+            assert world.status() == "planning"
+
+    asyncio.run(scenario())
+
+
+def test_job_of_an_errored_agent_is_fenced(world: World) -> None:
+    async def scenario() -> None:
+        async with agent(world, "zombie", heartbeats=True) as zombie:
+            job = await _one_job(zombie)
+            await zombie.start(job["id"], job["token"])
+            size, _ = await zombie.append_log(job["id"], job["token"], 0, b"planning...\n")
+            assert size == 12
+        # The heartbeats stopped with the context: unknown, then errored, and its plan errors.
+        wait_until(lambda: world.status() == "errored", UNKNOWN_AFTER + ERRORED_AFTER + 5, what="errored run")
+        run = world.api.run(world.run_id)
+        assert "zombie" in run["attributes"]["error-message"]
+        log = world.api.read_log(run, "plan")
+        assert log.startswith("planning...\n") and "zombie" in log
+
+        # The zombie wakes up: nothing it sends for the job is taken, and it is told to exit.
+        late = Client(world.server.url, backoff=Backoff(base=0.05, cap=0.2))
+        late.session_token = zombie.session_token
+        try:
+            with pytest.raises(JobGone):
+                await late.append_log(job["id"], job["token"], 12, b"late bytes\n")
+            with pytest.raises(JobGone):
+                await late.upload(job["id"], job["token"], "state", b'{"version": 4, "serial": 9}')
+            with pytest.raises(AgentFatal) as exc:
+                await late.heartbeat([job["id"]])
+            assert exc.value.exit_code == ExitCode.AGENT_ERRORED
+        finally:
+            await late.close()
+        assert "late bytes" not in world.api.read_log(world.api.run(world.run_id), "plan")
+
+    asyncio.run(scenario())
