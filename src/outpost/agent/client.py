@@ -68,8 +68,11 @@ class Client:
         unix_socket: Path | None = None,
         ca_cert: Path | None = None,
         backoff: Backoff | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        transport = httpx.AsyncHTTPTransport(uds=str(unix_socket)) if unix_socket else None
+        # `transport` is a seam for many simulated agents in one process (the benchmarks).
+        if transport is None and unix_socket is not None:
+            transport = httpx.AsyncHTTPTransport(uds=str(unix_socket))
         verify: Any = str(ca_cert) if ca_cert else True
         self.http = httpx.AsyncClient(
             base_url=address.rstrip("/"),

@@ -1,0 +1,1 @@
+"""One module per benchmark case; each returns a dict of figures for the report."""

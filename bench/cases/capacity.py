@@ -1,0 +1,47 @@
+"""Capacity: idle agents held by one server process with default heartbeats, at growing fleet sizes:
+the server's CPU share and memory, errors, and dispatch latency while they are connected."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bench.cases.common import dispatch_once, target
+from bench.fleet import API, Fleet
+from bench.servers import Meter
+from bench.stats import summary_ms
+
+
+async def run(
+    url: str, server_pid: int, org: str, token: str, *, sizes: list[int], window: float, dispatches: int
+) -> dict[str, Any]:
+    api = API(url, token)
+    meter = Meter(server_pid)
+    results: dict[str, Any] = {}
+    try:
+        t = await target(api, org, "capacity")
+        fleet = Fleet(url, t.pool_token)
+        try:
+            for size in sizes:
+                await fleet.connect(size - len(fleet.clients), concurrency=64)
+                errors_before = len(fleet.errors)
+                await asyncio.sleep(min(window, 10))  # heartbeats spread over their interval first
+                meter.start()
+                measured = []
+                for _ in range(dispatches):
+                    measured.append(await dispatch_once(t, fleet, settle=False))
+                    await asyncio.sleep(window / dispatches)
+                usage = meter.read()
+                results[str(size)] = {
+                    "agents": size,
+                    "server_cpu_percent_of_one_core": usage["cpu_percent"],
+                    "server_rss_mb": usage["rss_mb"],
+                    "dispatch": summary_ms([d.from_return for d in measured]),
+                    "errors": len(fleet.errors) - errors_before,
+                    "first_errors": fleet.errors[errors_before : errors_before + 3],
+                }
+        finally:
+            await fleet.close()
+    finally:
+        await api.close()
+    return results
