@@ -8,6 +8,7 @@ READ COMMITTED transactions; correctness under concurrency comes from row locks 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -79,6 +80,7 @@ class Database:
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         # Called with the session's info after each committed write (see outpost.store.events).
         self.on_commit: Callable[[dict[Any, Any]], None] | None = None
 
@@ -88,11 +90,23 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session:
-            async with session.begin():
-                yield session
-            if self.on_commit is not None and session.info:
-                self.on_commit(session.info)
+        async with self._writer():
+            async with self._sessions() as session:
+                async with session.begin():
+                    yield session
+        if self.on_commit is not None and session.info:
+            self.on_commit(session.info)
+
+    @asynccontextmanager
+    async def _writer(self) -> AsyncIterator[None]:
+        """SQLite takes one writer at a time, and a writer that finds the database locked polls for it with
+        sleeps of 1 to 100 ms (its busy handler). Queuing this process's writers on a lock instead hands
+        the database over at once; the busy timeout remains for other processes (the admin command)."""
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
