@@ -98,7 +98,10 @@ def redact(proxy: str | None) -> str:
     if not proxy:
         return "none"
     parsed = httpx.URL(proxy)
-    return str(parsed.copy_with(password="***")) if parsed.password else proxy
+    if not parsed.password:
+        return proxy
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.username}:***@{parsed.host}{port}"
 
 
 def terraform_ca_bundle(config: AgentConfig) -> Path | None:
