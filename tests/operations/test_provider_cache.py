@@ -51,25 +51,32 @@ def test_concurrent_jobs_share_one_provider_cache(api: OutpostAPI, org: tuple[st
 
 
 def test_terraform_init_waits_for_the_cache_lock(api: OutpostAPI, org: tuple[str, str], start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Held by someone else (here: the test, as another agent sharing the cache would), init waits."""
+    """Held by someone else (here: the test, as another agent sharing the cache would), init waits; a job
+    canceled while it waits stops at once."""
     pool_id, token = _pool(api, org[0])
     cache = tmp_path / "cache"
-    start(token, "--cache-dir", str(cache))
+    start(token, "--cache-dir", str(cache), "--concurrency", "2")
     lock_file = cache / "providers" / LOCK_NAME
     lock_file.parent.mkdir(parents=True)
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        run_id = _queue(api, org[0], pool_id, "waits")
-        run = api.wait_for_run(run_id, {"planning"}, timeout=60)
-        wait_until(
-            lambda: "Waiting for the provider plugin cache" in api.read_log(run, "plan"), 60, what="the wait message"
-        )
-        assert api.run(run_id)["attributes"]["status"] == "planning"
+        waiting, canceled = _queue(api, org[0], pool_id, "waits"), _queue(api, org[0], pool_id, "gives-up")
+        for run_id in (waiting, canceled):
+            run = api.wait_for_run(run_id, {"planning"}, timeout=60)
+            wait_until(
+                lambda run=run: "Waiting for the provider plugin cache" in api.read_log(run, "plan"),
+                60,
+                what="the wait message",
+            )
+        api.action(canceled, "cancel")
+        run = api.wait_for_run(canceled, {"canceled", "errored", "planned"}, timeout=60)
+        assert run["attributes"]["status"] == "canceled"
+        assert api.run(waiting)["attributes"]["status"] == "planning"
         assert not (cache / "providers" / "registry.terraform.io").exists(), "nothing was installed meanwhile"
     finally:
         os.close(fd)
-    run = api.wait_for_run(run_id, {"planned", "errored"}, timeout=120)
+    run = api.wait_for_run(waiting, {"planned", "errored"}, timeout=120)
     assert run["attributes"]["status"] == "planned", api.read_log(run, "plan")
     assert (cache / "providers" / Path(*PROVIDER)).is_dir()
 

@@ -24,6 +24,7 @@ from outpost import logcontext
 from outpost.agent import metrics, providers
 from outpost.agent.client import Client, JobGone
 from outpost.agent.hooks import HookResult, Hooks
+from outpost.agent.locks import LockAbandoned
 from outpost.agent.logstream import LogStream
 from outpost.agent.process import Process
 from outpost.agent.releases import ReleaseError, terraform_binary
@@ -155,7 +156,15 @@ class Job:
         workspace = payload["workspace"]
         run = payload["run"]
         try:
-            terraform = await terraform_binary(self.config, workspace["terraform_version"], logs.line, self.client)
+            terraform = await terraform_binary(
+                self.config,
+                workspace["terraform_version"],
+                logs.line,
+                self.client,
+                lambda: self.cancel_kind is not None,
+            )
+        except LockAbandoned:
+            return JobResult(JobOutcome.CANCELED, "Canceled while waiting for a Terraform download.")
         except ReleaseError as exc:
             metrics.DOWNLOADS.labels("failed").inc()
             raise StepFailed(str(exc)) from None
@@ -237,11 +246,16 @@ class Job:
     ) -> JobResult:
         init_out = bytearray()
         waiting = time.monotonic()
-        async with providers.init_lock(self.config, logs.line):
-            metrics.CACHE_WAIT.observe(time.monotonic() - waiting)
-            code = await self.process.run(
-                [tf, "init", "-input=false", "-no-color"], cwd=workdir, env=env, output=init_out.extend
-            )
+        try:
+            async with providers.init_lock(self.config, logs.line, give_up=lambda: self.cancel_kind is not None):
+                metrics.CACHE_WAIT.observe(time.monotonic() - waiting)
+                if self.cancel_kind:
+                    return JobResult(JobOutcome.CANCELED, "Canceled before terraform ran.")
+                code = await self.process.run(
+                    [tf, "init", "-input=false", "-no-color"], cwd=workdir, env=env, output=init_out.extend
+                )
+        except LockAbandoned:
+            return JobResult(JobOutcome.CANCELED, "Canceled while waiting for the provider plugin cache.")
         if code != 0:
             logs.write(bytes(init_out))
             return self._failed("terraform init", code)

@@ -15,10 +15,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from outpost.errors import AgentError
+
+
+class LockAbandoned(AgentError):
+    """The wait for a lock was given up (the job was canceled meanwhile)."""
+
 
 @asynccontextmanager
-async def file_lock(path: Path, *, on_wait: Callable[[], None] | None = None) -> AsyncIterator[None]:
-    """Hold an exclusive lock on `path` (created if missing); `on_wait` is called once if it must wait."""
+async def file_lock(
+    path: Path, *, on_wait: Callable[[], None] | None = None, give_up: Callable[[], bool] | None = None
+) -> AsyncIterator[None]:
+    """Hold an exclusive lock on `path` (created if missing); `on_wait` is called once if it must wait,
+    and the wait ends with LockAbandoned as soon as `give_up` says so."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -29,6 +38,8 @@ async def file_lock(path: Path, *, on_wait: Callable[[], None] | None = None) ->
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if give_up is not None and give_up():
+                    raise LockAbandoned(f"gave up waiting for {path}") from None
                 if not waited and on_wait is not None:
                     on_wait()
                 waited = True

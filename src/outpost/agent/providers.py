@@ -51,8 +51,11 @@ def cli_config(config: AgentConfig) -> str:
 
 
 @asynccontextmanager
-async def init_lock(config: AgentConfig, say: Callable[[str], None]) -> AsyncIterator[None]:
-    """Held around `terraform init`: the one command that writes to the shared plugin cache."""
+async def init_lock(
+    config: AgentConfig, say: Callable[[str], None], give_up: Callable[[], bool] | None = None
+) -> AsyncIterator[None]:
+    """Held around `terraform init`: the one command that writes to the shared plugin cache.
+    LockAbandoned (locks.py) when `give_up` turns true while waiting."""
     cache = cache_dir(config)
     if cache is None:
         yield
@@ -60,6 +63,7 @@ async def init_lock(config: AgentConfig, say: Callable[[str], None]) -> AsyncIte
     async with file_lock(
         cache / LOCK_NAME,
         on_wait=lambda: say("Waiting for the provider plugin cache (another job is running terraform init)..."),
+        give_up=give_up,
     ):
         yield
 

@@ -74,8 +74,15 @@ def _latest(config: AgentConfig) -> Path:
     return directory / version / "terraform"
 
 
-async def terraform_binary(config: AgentConfig, version: str, say: Callable[[str], None], client: Client) -> Path:
-    """The terraform binary for `version`: installed, cached, or downloaded and verified now."""
+async def terraform_binary(
+    config: AgentConfig,
+    version: str,
+    say: Callable[[str], None],
+    client: Client,
+    give_up: Callable[[], bool] | None = None,
+) -> Path:
+    """The terraform binary for `version`: installed, cached, or downloaded and verified now.
+    While another job downloads it, this one waits, unless `give_up` says it was canceled meanwhile."""
     if version == "latest":
         return _latest(config)
     if not _VERSION.match(version):
@@ -94,6 +101,7 @@ async def terraform_binary(config: AgentConfig, version: str, say: Callable[[str
     async with file_lock(
         cache / f".{version}.lock",
         on_wait=lambda: say(f"Waiting for another job that is downloading Terraform {version}..."),
+        give_up=give_up,
     ):
         found = _installed(cache, version)  # the job we waited for may have cached it
         if found is not None:
