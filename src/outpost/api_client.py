@@ -38,6 +38,7 @@ class APIError(Exception):
 class OutpostAPI:
     def __init__(self, address: str, token: str, *, verify: Any = True, timeout: float = 30.0) -> None:
         self.address = address.rstrip("/")
+        self.verify = verify  # also for the upload and log URLs, which get no Authorization header
         self.http = httpx.Client(
             base_url=self.address + "/api/v2",
             verify=verify,
@@ -97,7 +98,7 @@ class OutpostAPI:
             }
         }
         cv = self.request("POST", f"/workspaces/{workspace_id}/configuration-versions", body)["data"]
-        resp = httpx.put(cv["attributes"]["upload-url"], content=pack(directory))
+        resp = httpx.put(cv["attributes"]["upload-url"], content=pack(directory), verify=self.verify)
         if resp.status_code >= 300:
             raise APIError(resp)
         return str(cv["id"])
@@ -135,7 +136,7 @@ class OutpostAPI:
     def read_log(self, run: dict[str, Any], kind: str) -> str:
         """The whole log of a plan or apply, framing removed."""
         url = self.phase(run, kind)["attributes"]["log-read-url"]
-        raw = httpx.get(url, timeout=30).content
+        raw = httpx.get(url, timeout=30, verify=self.verify).content
         return raw.strip(b"\x02\x03").decode(errors="replace")
 
     def current_outputs(self, workspace_id: str) -> dict[str, Any]:

@@ -64,6 +64,17 @@ def _db_options(f: Callable[..., None]) -> Callable[..., None]:
 @click.option("--apply-timeout", envvar="OUTPOST_APPLY_TIMEOUT", type=float, default=86400.0)
 @click.option("--log-level", envvar="OUTPOST_LOG_LEVEL", type=_LEVEL, default="info")
 @click.option("--log-json", envvar="OUTPOST_LOG_JSON", is_flag=True)
+@click.option(
+    "--releases-dir",
+    envvar="OUTPOST_RELEASES_DIR",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Serve this Terraform releases mirror (terraform/<v>/...) to agents at /releases/.",
+)
+@click.option(
+    "--metrics-token",
+    envvar="OUTPOST_METRICS_TOKEN",
+    help="Bearer token that scrapes /metrics (prefer the environment variable); /metrics is off without it.",
+)
 def server(**opts: object) -> None:
     """Run the control plane: the API, the agent protocol and (by default) a built-in agent."""
     if bool(opts["tls_cert"]) != bool(opts["tls_key"]):
@@ -118,6 +129,47 @@ def server(**opts: object) -> None:
 )
 @click.option("--log-level", envvar="OUTPOST_LOG_LEVEL", type=_LEVEL, default="info")
 @click.option("--log-json", envvar="OUTPOST_LOG_JSON", is_flag=True)
+@click.option(
+    "--releases-url",
+    envvar="OUTPOST_RELEASES_URL",
+    default="https://releases.hashicorp.com",
+    help="Where missing Terraform versions are downloaded from (the vendor's layout, or a server's /releases).",
+)
+@click.option(
+    "--releases-key",
+    envvar="OUTPOST_RELEASES_KEY",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="OpenPGP public key that signs the releases' SHA256SUMS; Terraform downloads are off without it.",
+)
+@click.option(
+    "--cache-dir",
+    envvar="OUTPOST_AGENT_CACHE_DIR",
+    type=_PATH,
+    help="Terraform binaries and provider plugins kept between jobs (default: <data-dir>/cache); agents may share one.",
+)
+@click.option("--provider-cache/--no-provider-cache", envvar="OUTPOST_PROVIDER_CACHE", default=True)
+@click.option(
+    "--provider-network-mirror",
+    "provider_network_mirrors",
+    envvar="OUTPOST_PROVIDER_NETWORK_MIRRORS",
+    multiple=True,
+    help="A provider network mirror (https://...); may be repeated.",
+)
+@click.option(
+    "--provider-direct",
+    envvar="OUTPOST_PROVIDER_DIRECT",
+    is_flag=True,
+    help="With mirrors configured, still fetch providers the mirrors lack from their registries.",
+)
+@click.option(
+    "--hook-timeout",
+    "hook_timeouts",
+    envvar="OUTPOST_HOOK_TIMEOUT",
+    multiple=True,
+    help="SECONDS for every hook or HOOK=SECONDS (e.g. pre-apply=300); default 60, at most 600; may be repeated.",
+)
+@click.option("--metrics-port", envvar="OUTPOST_AGENT_METRICS_PORT", type=click.IntRange(1, 65535))
+@click.option("--metrics-address", envvar="OUTPOST_AGENT_METRICS_ADDRESS", default="127.0.0.1")
 def agent(**opts: object) -> None:
     """Run an agent: register with a pool token, wait for jobs, run terraform, report back."""
     token = opts.pop("token")
@@ -129,9 +181,17 @@ def agent(**opts: object) -> None:
         tools = Path(str(tools))
         opts["terraform_dir"] = opts["terraform_dir"] or tools / "terraform"
         opts["provider_mirror"] = opts["provider_mirror"] or tools / "providers"
-    for key in ("terraform_dir", "provider_mirror", "data_dir"):
+    for key in ("terraform_dir", "provider_mirror", "data_dir", "cache_dir", "releases_key", "ca_cert"):
         if opts[key] is not None:
             opts[key] = Path(str(opts[key])).resolve()
+    from outpost.agent.hooks import parse_timeouts
+    from outpost.agent.providers import check_mirror_url
+
+    try:
+        opts["hook_timeouts"] = parse_timeouts(opts["hook_timeouts"])  # type: ignore[arg-type]
+        opts["provider_network_mirrors"] = tuple(map(check_mirror_url, opts["provider_network_mirrors"]))  # type: ignore[call-overload]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     passthrough = {
         k: v
         for k, v in os.environ.items()

@@ -35,6 +35,9 @@ class ServerConfig:
     apply_timeout: float = 24 * 3600.0
     log_level: str = "info"
     log_json: bool = False
+    # Operations (docs/operations.md): a Terraform releases mirror for agents, and who may scrape /metrics.
+    releases_dir: Path | None = None
+    metrics_token: str | None = None
 
     @property
     def db_url(self) -> str:
@@ -62,3 +65,23 @@ class AgentConfig:
     passthrough_env: dict[str, str] = field(default_factory=dict)
     # Seconds between SIGINT and SIGKILL of a canceled terraform's process group.
     kill_grace: float = 10.0
+    # Operations (docs/operations.md). Terraform downloads are verified against `releases_key` and are
+    # off without one; caches (terraform binaries, provider plugins) default to <data_dir>/cache.
+    releases_url: str = "https://releases.hashicorp.com"
+    releases_key: Path | None = None
+    cache_dir: Path | None = None
+    provider_cache: bool = True
+    provider_network_mirrors: tuple[str, ...] = ()
+    provider_direct: bool = False
+    # Hook timeouts in seconds: "" is every hook's default, "pre-plan" and the like override it.
+    hook_timeouts: dict[str, float] = field(default_factory=dict)
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+
+    @property
+    def cache_root(self) -> Path:
+        return self.cache_dir or self.data_dir / "cache"
+
+    @property
+    def hooks_dir(self) -> Path:
+        return self.data_dir / "hooks"

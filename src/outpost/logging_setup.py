@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from outpost import logcontext
+
 LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 logging.addLevelName(5, "TRACE")
 
@@ -19,7 +21,8 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("agent_id", "job_id", "run_id", "workspace_id"):
+        entry.update(logcontext.current())
+        for key in logcontext.FIELDS:
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:

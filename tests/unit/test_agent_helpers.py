@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from outpost.agent.job import summarize_plan
-from outpost.agent.terraform import BASE_PATH, PASSTHROUGH, cli_config, job_environment, tfvars
+from outpost.agent.terraform import BASE_PATH, PASSTHROUGH, job_environment, tfvars
 
 
 def var(key: str, value: str, *, hcl: bool = False, category: str = "terraform") -> dict[str, Any]:
@@ -143,30 +143,6 @@ def test_job_environment_passthrough_allow_list(tmp_path: Path) -> None:
         home=tmp_path, tmp=tmp_path, cli_config_file=tmp_path / "c", workspace_env={}, passthrough={}
     )
     assert not set(PASSTHROUGH) & set(bare), "proxy settings appear only when the operator set them"
-
-
-# --- CLI configuration -----------------------------------------------------------------------------
-
-
-def test_cli_config_points_at_the_mirror(tmp_path: Path) -> None:
-    mirror = tmp_path / "provider mirror" / 'with "quotes"'
-    text = cli_config(mirror)
-    assert "provider_installation {" in text
-    assert "filesystem_mirror {" in text
-    assert f"path = {json.dumps(str(mirror))}" in text
-    assert "plugin_cache_dir" not in text
-    assert text.count("{") == text.count("}")
-
-
-def test_cli_config_plugin_cache_and_nothing(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    text = cli_config(None, cache)
-    assert text.strip() == f"plugin_cache_dir = {json.dumps(str(cache))}"
-    assert "provider_installation" not in text
-    assert cli_config(None).strip() == ""
-    both = cli_config(tmp_path / "m", cache)
-    assert both.index("plugin_cache_dir") < both.index("provider_installation")
-    assert json.dumps(str(tmp_path / "m")) in both
 
 
 # --- plan summary ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ On a job's own endpoints they mean the server gave up on the job (fenced): only 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -66,20 +67,22 @@ class Client:
         address: str,
         *,
         unix_socket: Path | None = None,
-        ca_cert: Path | None = None,
+        http_options: dict[str, Any] | None = None,
         backoff: Backoff | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        # `transport` is a seam for many simulated agents in one process (the benchmarks).
-        if transport is None and unix_socket is not None:
-            transport = httpx.AsyncHTTPTransport(uds=str(unix_socket))
-        verify: Any = str(ca_cert) if ca_cert else True
+        # `http_options`: TLS trust and proxy (network.http_options); a Unix socket needs neither.
+        # `transport`: a seam for many simulated agents in one process (the benchmarks).
+        options: dict[str, Any] = dict(http_options or {})
+        if transport is not None:
+            options = {"transport": transport}
+        elif unix_socket is not None:
+            options = {"transport": httpx.AsyncHTTPTransport(uds=str(unix_socket))}
         self.http = httpx.AsyncClient(
             base_url=address.rstrip("/"),
-            transport=transport,
-            verify=verify,
             timeout=httpx.Timeout(30.0, connect=10.0),
             headers={"User-Agent": f"outpost-agent/{__version__}"},
+            **options,
         )
         self.backoff = backoff or Backoff()
         self.session_token: str | None = None
@@ -157,6 +160,17 @@ class Client:
             raise
         data = resp.json()
         self.session_token = data["session_token"]
+        spoken = data.get("protocol", AGENT_PROTOCOL_VERSION)
+        if spoken != AGENT_PROTOCOL_VERSION:  # a server that accepted us but speaks another protocol
+            server_version = data.get("server_version", "of the server")
+            with contextlib.suppress(AgentError):
+                await self.deregister(budget=5.0)
+            raise AgentFatal(
+                f"The server (Outpost {server_version}) answered in agent protocol {spoken}; this agent "
+                f"(Outpost {__version__}) speaks {AGENT_PROTOCOL_VERSION}. Install Outpost {server_version} "
+                "on the agent's machine.",
+                int(ExitCode.PROTOCOL_MISMATCH),
+            )
         return Registration(
             agent_id=data["agent_id"],
             session_token=data["session_token"],

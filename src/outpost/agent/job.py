@@ -15,14 +15,20 @@ import re
 import shutil
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from outpost import logcontext
+from outpost.agent import metrics, providers
 from outpost.agent.client import Client, JobGone
+from outpost.agent.hooks import HookResult, Hooks
+from outpost.agent.locks import LockAbandoned
 from outpost.agent.logstream import LogStream
 from outpost.agent.process import Process
-from outpost.agent.terraform import cli_config, find_terraform, job_environment, tfvars
+from outpost.agent.releases import ReleaseError, terraform_binary
+from outpost.agent.terraform import job_environment, tfvars
 from outpost.config import AgentConfig
 from outpost.domain.jobs import JobOutcome, Phase
 from outpost.errors import AgentError, ConfigError
@@ -82,12 +88,16 @@ class Job:
     # --- execution -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        logcontext.bind(job_id=self.id)
+        started = time.monotonic()
+        metrics.JOBS_RUNNING.inc()
         root = self.config.data_dir / "jobs"
         root.mkdir(parents=True, exist_ok=True)
         jobdir = Path(tempfile.mkdtemp(prefix=f"{self.id}-", dir=root))
         logs: LogStream | None = None
         try:
             payload = await self.client.job(self.id, self.token)
+            logcontext.bind(run_id=payload["run"]["id"], workspace_id=payload["workspace"]["id"])
             logs = LogStream(
                 self.client,
                 self.id,
@@ -126,12 +136,15 @@ class Job:
                 },
             )
             log.info("job %s finished: %s", self.id, result.outcome.value)
+            metrics.JOBS.labels(payload["phase"], result.outcome.value).inc()
+            metrics.JOB_SECONDS.labels(payload["phase"]).observe(time.monotonic() - started)
         except JobGone as exc:
             self.fence()
             log.warning("job %s abandoned: the server no longer accepts it (%s)", self.id, exc)
             if logs is not None:
                 await logs.abort()
         finally:
+            metrics.JOBS_RUNNING.dec()
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
             self.process.kill_group()
@@ -143,7 +156,18 @@ class Job:
         workspace = payload["workspace"]
         run = payload["run"]
         try:
-            terraform = find_terraform(self._terraform_dir(), workspace["terraform_version"])
+            terraform = await terraform_binary(
+                self.config,
+                workspace["terraform_version"],
+                logs.line,
+                self.client,
+                lambda: self.cancel_kind is not None,
+            )
+        except LockAbandoned:
+            return JobResult(JobOutcome.CANCELED, "Canceled while waiting for a Terraform download.")
+        except ReleaseError as exc:
+            metrics.DOWNLOADS.labels("failed").inc()
+            raise StepFailed(str(exc)) from None
         except ConfigError as exc:
             raise StepFailed(exc.detail) from None
         version = terraform.parent.name
@@ -177,7 +201,7 @@ class Job:
         tmp = Path(tempfile.mkdtemp(prefix="outpost-"))
         self._cleanup.append(tmp)
         rc_file = jobdir / "terraformrc"
-        rc_file.write_text(cli_config(self._provider_mirror()))
+        rc_file.write_text(providers.cli_config(self.config))
         env = job_environment(
             home=home,
             tmp=tmp,
@@ -187,10 +211,51 @@ class Job:
         )
         tf = str(terraform)
 
+        # Hooks (hooks.py): pre before init, its exports into terraform's environment; post after the
+        # operation whatever its result, unless the server already gave up on the job.
+        hooks = Hooks(self.config.hooks_dir, self.config.hook_timeouts, self.process, logs, jobdir, run, workspace)
+        pre = await hooks.run(f"pre-{phase.value}", env, workdir)
+        self._count_hook(f"pre-{phase.value}", pre)
+        if pre.error is not None:
+            return JobResult(JobOutcome.FAILED, pre.error)
+        env.update(pre.exports)
+        result = await self._operate(phase, tf, workdir, jobdir, env, run, logs, prior)
+        if self.fenced or self.cancel_kind == "force":
+            return result
+        post = await hooks.run(f"post-{phase.value}", env, workdir)
+        self._count_hook(f"post-{phase.value}", post)
+        if post.error is not None and result.outcome == JobOutcome.SUCCEEDED:
+            result.outcome, result.message = JobOutcome.FAILED, post.error
+        return result
+
+    @staticmethod
+    def _count_hook(hook: str, result: HookResult) -> None:
+        if result.ran:
+            metrics.HOOKS.labels(hook, "failed" if result.error else "passed").inc()
+
+    async def _operate(
+        self,
+        phase: Phase,
+        tf: str,
+        workdir: Path,
+        jobdir: Path,
+        env: dict[str, str],
+        run: dict[str, Any],
+        logs: LogStream,
+        prior: bytes | None,
+    ) -> JobResult:
         init_out = bytearray()
-        code = await self.process.run(
-            [tf, "init", "-input=false", "-no-color"], cwd=workdir, env=env, output=init_out.extend
-        )
+        waiting = time.monotonic()
+        try:
+            async with providers.init_lock(self.config, logs.line, give_up=lambda: self.cancel_kind is not None):
+                metrics.CACHE_WAIT.observe(time.monotonic() - waiting)
+                if self.cancel_kind:
+                    return JobResult(JobOutcome.CANCELED, "Canceled before terraform ran.")
+                code = await self.process.run(
+                    [tf, "init", "-input=false", "-no-color"], cwd=workdir, env=env, output=init_out.extend
+                )
+        except LockAbandoned:
+            return JobResult(JobOutcome.CANCELED, "Canceled while waiting for the provider plugin cache.")
         if code != 0:
             logs.write(bytes(init_out))
             return self._failed("terraform init", code)
@@ -267,14 +332,6 @@ class Job:
                 setattr(result, key, value)
             return result
         return JobResult(JobOutcome.SUCCEEDED, **counts)  # type: ignore[arg-type]
-
-    def _terraform_dir(self) -> Path:
-        if self.config.terraform_dir is None:
-            raise StepFailed("The agent has no terraform directory: start it with --tools-dir or --terraform-dir.")
-        return self.config.terraform_dir
-
-    def _provider_mirror(self) -> Path | None:
-        return self.config.provider_mirror
 
 
 def _extract(archive: bytes, dest: Path) -> None:

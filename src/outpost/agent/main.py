@@ -11,10 +11,14 @@ import asyncio
 import logging
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
+from outpost import logcontext
+from outpost.agent import network
 from outpost.agent.client import Client
 from outpost.agent.exitcodes import ExitCode
+from outpost.agent.metrics import MetricsServer
 from outpost.agent.worker import Worker, _Stop
 from outpost.config import AgentConfig
 from outpost.errors import AgentFatal, Retryable
@@ -25,7 +29,10 @@ log = logging.getLogger("outpost.agent")
 class Agent:
     def __init__(self, config: AgentConfig, *, unix_socket: Path | None = None) -> None:
         self.config = config
-        self.client = Client(config.address, unix_socket=unix_socket, ca_cert=config.ca_cert)
+        options = None if unix_socket else network.http_options(config, config.address)
+        if options and options["proxy"]:
+            log.info("reaching %s through the proxy %s", config.address, network.redact(options["proxy"]))
+        self.client = Client(config.address, unix_socket=unix_socket, http_options=options)
         self.worker: Worker | None = None
         self.signals = 0
         self.stop_requested = asyncio.Event()
@@ -53,6 +60,16 @@ class Agent:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        bundle = network.terraform_ca_bundle(self.config)
+        if bundle is not None:  # terraform trusts --ca-cert too (network mirrors, TLS-inspecting proxies)
+            self.config = replace(
+                self.config, passthrough_env={**self.config.passthrough_env, "SSL_CERT_FILE": str(bundle)}
+            )
+        exporter = None
+        if self.config.metrics_port is not None:
+            exporter = MetricsServer(self.config.metrics_address, self.config.metrics_port)
+            exporter.start()
+            log.info("metrics on http://%s:%s/metrics", self.config.metrics_address, self.config.metrics_port)
         try:
             return await self._run()
         except AgentFatal as exc:
@@ -62,6 +79,8 @@ class Agent:
             return exc.exit_code
         finally:
             await self.client.close()
+            if exporter is not None:
+                exporter.stop()
 
     async def _run(self) -> int:
         register = asyncio.create_task(
@@ -75,6 +94,7 @@ class Agent:
             return ExitCode.OK
         stop.cancel()
         registration = register.result()
+        logcontext.bind(agent_id=registration.agent_id)
         log.info(
             "registered as agent %s (heartbeat every %g s)", registration.agent_id, registration.heartbeat_interval
         )

@@ -1,4 +1,4 @@
-"""Finding terraform binaries, the CLI configuration with the provider mirror, and the job environment."""
+"""Finding terraform binaries, the job environment and tfvars (the CLI configuration is in providers.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from outpost.tools.install import find_terraform
 
-__all__ = ["cli_config", "find_terraform", "job_environment", "tfvars"]
+__all__ = ["find_terraform", "job_environment", "tfvars"]
 
 # Only these host variables reach terraform, and only when the operator set them (proxies, CAs).
 PASSTHROUGH = (
@@ -23,21 +23,6 @@ PASSTHROUGH = (
     "SSL_CERT_DIR",
 )
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-def cli_config(provider_mirror: Path | None, plugin_cache: Path | None = None) -> str:
-    lines = []
-    if plugin_cache is not None:
-        lines.append(f"plugin_cache_dir = {json.dumps(str(plugin_cache))}")
-    if provider_mirror is not None:
-        lines += [
-            "provider_installation {",
-            "  filesystem_mirror {",
-            f"    path = {json.dumps(str(provider_mirror))}",
-            "  }",
-            "}",
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def job_environment(

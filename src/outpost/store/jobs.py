@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -28,6 +28,7 @@ class Claimed:
     phase: str
     run_id: str
     attempt: int
+    queued_at: datetime | None = None  # for the dispatch latency metric
 
 
 class JobFenced(Forbidden):
@@ -67,14 +68,16 @@ async def claim(session: AsyncSession, agent_id: str, lease: timedelta) -> Claim
                 assigned_at=now,
                 lease_expires_at=now + lease,
             )
-            .returning(Job.id, Job.phase, Job.run_id, Job.attempt)
+            .returning(Job.id, Job.phase, Job.run_id, Job.attempt, Job.created_at)
             .execution_options(synchronize_session=False)
         )
     ).first()
     if row is None:
         return None
     agents_store.set_status(agent, AgentStatus.BUSY, now)
-    return Claimed(job_id=row.id, token=secret, phase=row.phase, run_id=row.run_id, attempt=row.attempt)
+    return Claimed(
+        job_id=row.id, token=secret, phase=row.phase, run_id=row.run_id, attempt=row.attempt, queued_at=row.created_at
+    )
 
 
 def requeue(session: AsyncSession, job: Job) -> None:

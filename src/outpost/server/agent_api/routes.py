@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from outpost import AGENT_PROTOCOL_VERSION, SUPPORTED_AGENT_PROTOCOLS, __version__
 from outpost.domain.jobs import JobOutcome
 from outpost.errors import BadRequest, Conflict, Unauthorized, Unprocessable
-from outpost.server import jsonapi
+from outpost.server import jsonapi, metrics
 from outpost.server.auth import bearer
 from outpost.server.context import Outpost, outpost
 from outpost.store import agents as agents_store
@@ -71,11 +71,7 @@ async def register(request: Request, app: Outpost = Depends(outpost)) -> Respons
     body = await jsonapi.read_body(request)
     protocol = body.get("protocol", AGENT_PROTOCOL_VERSION)
     if protocol not in SUPPORTED_AGENT_PROTOCOLS:
-        newest = max(SUPPORTED_AGENT_PROTOCOLS)
-        raise ProtocolMismatch(
-            f"This server (Outpost {__version__}) speaks agent protocol {newest}; the agent speaks {protocol}. "
-            f"Install Outpost {__version__} on the agent's machine.",
-        )
+        raise ProtocolMismatch(_mismatch(protocol, str(body.get("version") or "unknown")))
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or len(name) > 200):
         raise Unprocessable('"name" must be a string of at most 200 characters.')
@@ -98,10 +94,26 @@ async def register(request: Request, app: Outpost = Depends(outpost)) -> Respons
             "session_token": secret,
             "heartbeat_interval": app.config.heartbeat_interval,
             "long_poll_timeout": app.config.long_poll_timeout,
-            "protocol": AGENT_PROTOCOL_VERSION,
+            "protocol": protocol,  # the one both sides speak from now on
             "server_version": __version__,
         },
         status_code=201,
+    )
+
+
+def _mismatch(protocol: object, agent_version: str) -> str:
+    """Which way the versions differ, and the one thing to do about it."""
+    lowest, highest = min(SUPPORTED_AGENT_PROTOCOLS), max(SUPPORTED_AGENT_PROTOCOLS)
+    speaks = f"agent protocol {lowest}" if lowest == highest else f"agent protocols {lowest} to {highest}"
+    if isinstance(protocol, int) and not isinstance(protocol, bool) and protocol < lowest:
+        age = "too old"
+    elif isinstance(protocol, int) and not isinstance(protocol, bool):
+        age = "too new"
+    else:
+        age = "not understood"
+    return (
+        f"This agent (Outpost {agent_version}, agent protocol {protocol}) is {age} for this server "
+        f"(Outpost {__version__}, {speaks}). Install Outpost {__version__} on the agent's machine."
     )
 
 
@@ -178,6 +190,8 @@ async def _poll(
                         fresh = await jobs_store.claim(session, agent_id, lease)
                         if fresh is not None:
                             claimed.append(fresh)
+            for fresh_claim in claimed:
+                metrics.observe_dispatch(pool_id, fresh_claim.queued_at, fresh_claim.attempt)
             if orders or claimed:
                 jobs = [{"id": c.job_id, "token": c.token, "phase": c.phase, "run_id": c.run_id} for c in claimed]
                 return JSONResponse({"jobs": jobs, "cancel": orders})
@@ -324,4 +338,5 @@ async def finish(job_id: str, request: Request, app: Outpost = Depends(outpost))
             job,
             Result(outcome=outcome, message=message[:4000], has_changes=bool(body.get("has_changes")), **counts),
         )
+    metrics.observe_job(job.phase, outcome.value, job.started_at)
     return Response(status_code=204)
