@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from outpost import __version__
 from outpost.config import ServerConfig
-from outpost.server import errors
+from outpost.server import errors, ui
 from outpost.server.agent_api import routes as agent_routes
 from outpost.server.api import (
     agent_pools,
@@ -67,4 +67,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     for module in (organizations, agent_pools, workspaces, configuration_versions, runs, plans, state_versions):
         app.include_router(module.router, prefix=API)
     app.include_router(agent_routes.router)
+    app.include_router(ui.root)
+    app.mount("/app", ui.create_ui(app.state))
     return app
