@@ -49,12 +49,20 @@ def iso(value: datetime | None) -> str:
     return "" if value is None else value.isoformat()
 
 
+def stamp(value: str) -> str:
+    """A stored ISO timestamp (run and phase status times), shown like `when`."""
+    try:
+        return when(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return value
+
+
 def label(status: str) -> str:
     return status.replace("_", " ")
 
 
 templates.env.globals.update(static=static)
-templates.env.filters.update(when=when, ago=ago, iso=iso, label=label)
+templates.env.filters.update(when=when, ago=ago, iso=iso, label=label, stamp=stamp)
 
 
 def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
