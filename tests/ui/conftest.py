@@ -63,13 +63,16 @@ def page(context: BrowserContext) -> Page:
     return context.new_page()
 
 
+def email_for(org: str) -> str:
+    return f"owner-{org}@example.com"
+
+
 @pytest.fixture
 def ui_org(server: Server) -> tuple[str, str]:
     """A fresh organization and its owner, made with the real `outpost admin bootstrap` (no asyncio here)."""
     name = f"ui-{uuid.uuid4().hex[:10]}"
     done = subprocess.run(
-        [*OUTPOST, "admin", "bootstrap", "--data-dir", str(server.data_dir), "--org", name]
-        + ["--email", f"owner-{name}@example.com"],
+        [*OUTPOST, "admin", "bootstrap", "--data-dir", str(server.data_dir), "--org", name, "--email", email_for(name)],
         env=clean_env(),
         capture_output=True,
         text=True,

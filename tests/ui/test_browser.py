@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,8 @@ from playwright.sync_api import Locator, Page, expect
 
 from outpost.api_client import pack
 from tests.conftest import CONFIGS
-from tests.support.processes import Proc, Server, clean_env
-from tests.ui.conftest import Shots
+from tests.support.processes import OUTPOST, Proc, Server, clean_env
+from tests.ui.conftest import Shots, email_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("browser")]
 
@@ -56,8 +55,7 @@ def check(page: Page, shot: Shots, name: str) -> None:
 
 def set_password(server: Server, email: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "outpost", "admin", "set-password", "--data-dir", str(server.data_dir)]
-        + ["--email", email, "--password-stdin"],
+        [*OUTPOST, "admin", "set-password", "--data-dir", str(server.data_dir), "--email", email, "--password-stdin"],
         input=PASSWORD + "\n",
         text=True,
         check=True,
@@ -83,7 +81,7 @@ def test_operator_journey(  # type: ignore[no-untyped-def]
     server: Server, ui_org: tuple[str, str], page: Page, shot: Shots, start, tmp_path: Path
 ) -> None:
     org_name = ui_org[0]
-    email = f"owner-{org_name}@example.com"
+    email = email_for(org_name)
     set_password(server, email)
 
     # --- sign in (a wrong password first: a clear, focused error) --------------------------------

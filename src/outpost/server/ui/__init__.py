@@ -22,6 +22,7 @@ from outpost.server.ui.sessions import SignInRequired, current_user
 log = logging.getLogger("outpost.server.ui")
 
 root = APIRouter(include_in_schema=False)
+ROUTERS = (auth.router, home.router, pools.router, workspaces.router, runs.router)
 
 
 @root.get("/")
@@ -33,8 +34,8 @@ def create_ui(state: State) -> FastAPI:
     ui = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     ui.state = state  # the server's state: `app.state.outpost` is set in its lifespan
     ui.mount("/-/static", StaticFiles(directory=str(render.HERE / "static")), name="static")
-    for module in (auth, home, pools, workspaces, runs):
-        ui.include_router(module.router)
+    for router in ROUTERS:
+        ui.include_router(router)
     ui.add_middleware(render.SecurityHeaders)
     _install_errors(ui)
     return ui
