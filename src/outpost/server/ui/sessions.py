@@ -173,14 +173,14 @@ def check_origin(request: Request, app: Outpost) -> None:
 async def verify_csrf(request: Request, app: Outpost, *, sign_in: bool) -> None:
     """Refuse a state-changing request whose form token does not match (nothing is changed)."""
     check_origin(request, app)
-    form = await request.form()
-    presented = form.get("csrf_token")
+    # Who is asking is settled before the body is read: a stranger's upload is never parsed.
     if sign_in:
         nonce = request.cookies.get(SIGN_IN_COOKIE, "")
         expected = _mac(app, "sign-in", nonce) if len(nonce) >= 32 else None
     else:
-        user = await require_user(request, app)
-        expected = user.csrf
+        expected = (await require_user(request, app)).csrf
+    form = await request.form()
+    presented = form.get("csrf_token")
     if not isinstance(presented, str) or expected is None or not hmac.compare_digest(presented, expected):
         raise CSRFRejected(
             "This form has expired or did not come from this page. Reload the page and submit it again.",

@@ -105,7 +105,10 @@ async def queue_run(
                     "Choose a .tar.gz of the configuration directory to upload, or run the latest configuration.",
                     title="no file chosen",
                 )
-            data = await archive.read(archives.MAX_ARCHIVE_BYTES + 1)
+            try:
+                data = await archive.read(archives.MAX_ARCHIVE_BYTES + 1)
+            finally:
+                await archive.close()
         async with app.db.write() as session:
             workspace = await access.workspace(session, user.principal, org, name, lock=True)
             if data is not None:
