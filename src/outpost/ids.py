@@ -25,6 +25,7 @@ class TokenKind:
     AGENT_SESSION = "ops"
     JOB = "opj"
     CAPABILITY = "opc"
+    WEB_SESSION = "opw"
 
 
 def new_secret(kind: str) -> str:

@@ -175,6 +175,8 @@ def test_quickstart_demo(tmp_path: Path) -> None:
         assert "greeting = 'Hello from an Outpost agent'" in text, text
         assert "Apply complete! Resources: 1 added" in text
         assert httpx.get(f"http://127.0.0.1:{port}/api/v2/ping").status_code == 204  # left running
+        assert f"web UI: http://127.0.0.1:{port}/app/" in text
+        assert httpx.get(f"http://127.0.0.1:{port}/app/sign-in").status_code == 200
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     finally:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from outpost import __version__
 from outpost.config import ServerConfig
-from outpost.server import errors, metrics, releases
+from outpost.server import errors, metrics, releases, ui
 from outpost.server.agent_api import routes as agent_routes
 from outpost.server.api import (
     agent_pools,
@@ -69,4 +69,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(agent_routes.router)
     app.include_router(metrics.router)
     app.include_router(releases.router)
+    app.include_router(ui.root)
+    app.mount("/app", ui.create_ui(app.state))
     return app

@@ -51,6 +51,18 @@ async def list_for(session: AsyncSession, workspace_id: str) -> list[Configurati
     )
 
 
+async def latest_uploaded(session: AsyncSession, workspace_id: str) -> ConfigurationVersion | None:
+    """The newest configuration version with its archive in place: what a run queued without one uses."""
+    return (
+        await session.execute(
+            select(ConfigurationVersion)
+            .where(ConfigurationVersion.workspace_id == workspace_id, ConfigurationVersion.status == "uploaded")
+            .order_by(ConfigurationVersion.created_at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
 async def upload(session: AsyncSession, cv: ConfigurationVersion, data: bytes) -> None:
     """Validate first: a bad archive changes nothing."""
     if cv.status != "pending":

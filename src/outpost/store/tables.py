@@ -312,3 +312,35 @@ class StateVersionOutput(Base):
     type: Mapped[str] = mapped_column(String(32))
     detailed_type: Mapped[Any] = mapped_column(JSON, nullable=True)
     value: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random secret; only its hash is stored, so every replica
+    can check it and a leaked database does not sign anyone in."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    method: Mapped[str] = mapped_column(String(16))  # password | token
+    # Signed in with an API token: the session ends when that token is revoked.
+    user_token_id: Mapped[str | None] = mapped_column(ForeignKey("user_tokens.id", ondelete="CASCADE"))
+    # Signed in with a password: a digest of the password hash then; a new password ends the session.
+    password_stamp: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class SignInFailure(Base):
+    """Recent failed sign-ins, by email and by client address, to slow down password guessing."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (
+        Index("ix_sign_in_failures_email_at", "email", "at"),
+        Index("ix_sign_in_failures_ip_at", "ip", "at"),
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    ip: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]

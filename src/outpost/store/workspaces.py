@@ -21,6 +21,7 @@ from outpost.store.tables import AgentPool, PoolAllowedWorkspace, Variable, Work
 from outpost.timeutil import utcnow
 
 _UNSET: Any = object()
+UNSET: Any = _UNSET  # for callers: "leave this field as it is"
 
 
 @dataclass
@@ -251,3 +252,27 @@ async def get_variable(session: AsyncSession, workspace_id: str, var_id: str) ->
     if variable is None or variable.workspace_id != workspace_id:
         raise NotFound(f"Variable {var_id!r} was not found.")
     return variable
+
+
+async def update_variable(
+    session: AsyncSession,
+    variable: Variable,
+    *,
+    key: str | None = None,
+    value: str | None = None,
+    hcl: bool | None = None,
+    description: str | None = _UNSET,
+    sensitive: bool | None = None,
+) -> None:
+    """Change what is given (None leaves a field as it is); sensitive is one-way, as in Terraform Cloud."""
+    if key is not None:
+        variable.key, _ = _check_variable(key, variable.category)
+    if value is not None:
+        variable.value = value
+    if hcl is not None:
+        variable.hcl = hcl
+    if description is not _UNSET:
+        variable.description = description
+    if sensitive:
+        variable.sensitive = True
+    await session.flush()

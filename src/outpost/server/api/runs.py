@@ -77,12 +77,12 @@ async def create_run(
     async with app.db.write() as session:
         workspace = await workspace_for(session, who, workspace_id, lock=True)
         if cv_id is None:
-            latest = [cv for cv in await configs.list_for(session, workspace.id) if cv.status == "uploaded"]
-            if not latest:
+            latest = await configs.latest_uploaded(session, workspace.id)
+            if latest is None:
                 raise Unprocessable(
                     "The workspace has no uploaded configuration version to run.", title="configuration required"
                 )
-            cv = latest[0]
+            cv = latest
         else:
             cv = await configs.get(session, cv_id)
         run = await runs_store.create(session, workspace, cv, options)

@@ -227,17 +227,15 @@ async def update_variable(
     async with app.db.write() as session:
         await workspace_for(session, who, workspace_id)
         variable = await ws_store.get_variable(session, workspace_id, var_id)
-        if "key" in attrs:
-            variable.key = jsonapi.string(attrs, "key") or variable.key
-        if "value" in attrs:
-            variable.value = jsonapi.string(attrs, "value") or ""
-        if "hcl" in attrs:
-            variable.hcl = bool(jsonapi.boolean(attrs, "hcl"))
-        if "description" in attrs:
-            variable.description = jsonapi.string(attrs, "description")
-        if jsonapi.boolean(attrs, "sensitive"):
-            variable.sensitive = True  # sensitive is one-way, as in Terraform Cloud
-        await session.flush()
+        await ws_store.update_variable(
+            session,
+            variable,
+            key=(jsonapi.string(attrs, "key") or variable.key) if "key" in attrs else None,
+            value=(jsonapi.string(attrs, "value") or "") if "value" in attrs else None,
+            hcl=bool(jsonapi.boolean(attrs, "hcl")) if "hcl" in attrs else None,
+            description=jsonapi.string(attrs, "description") if "description" in attrs else ws_store.UNSET,
+            sensitive=jsonapi.boolean(attrs, "sensitive"),
+        )
     return jsonapi.document(shapes.variable(variable))
 
 
