@@ -35,6 +35,11 @@ class ServerConfig:
     apply_timeout: float = 24 * 3600.0
     log_level: str = "info"
     log_json: bool = False
+    # Security (docs/security.md): the key that encrypts secrets at rest (else a key file in the data dir),
+    # and the sandbox of the built-in agent's runs.
+    encryption_key: str | None = None
+    encryption_key_file: Path | None = None
+    builtin_agent_sandbox: str = "none"
 
     @property
     def db_url(self) -> str:
@@ -62,3 +67,11 @@ class AgentConfig:
     passthrough_env: dict[str, str] = field(default_factory=dict)
     # Seconds between SIGINT and SIGKILL of a canceled terraform's process group.
     kill_grace: float = 10.0
+    # Per-run isolation (docs/security.md): "none" or "bwrap"; the uid runs get ("unprivileged" or "root");
+    # limits per run (None: no limit; with bwrap, defaults apply).
+    sandbox: str = "none"
+    run_as: str = "unprivileged"
+    memory_limit_mb: int | None = None
+    cpu_limit: float | None = None
+    pids_limit: int | None = None
+    sandbox_uid_base: int = 1_000_000

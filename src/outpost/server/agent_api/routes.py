@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from outpost import AGENT_PROTOCOL_VERSION, SUPPORTED_AGENT_PROTOCOLS, __version__
-from outpost.domain.jobs import JobOutcome
+from outpost.domain.jobs import JobOutcome, JobRight
 from outpost.errors import BadRequest, Conflict, Unauthorized, Unprocessable
 from outpost.server import jsonapi
 from outpost.server.auth import bearer
@@ -25,7 +25,6 @@ from outpost.store import agents as agents_store
 from outpost.store import jobs as jobs_store
 from outpost.store import logs, pools
 from outpost.store.jobs import Result
-from outpost.store.tables import Job
 
 router = APIRouter(prefix="/api/agent/v1", tags=["agent protocol"])
 
@@ -210,22 +209,17 @@ async def deregister(request: Request, app: Outpost = Depends(outpost)) -> Respo
 # --- one job, with its own credential -------------------------------------------------------------
 
 
-async def _job(app: Outpost, request: Request, job_id: str) -> Job:
-    async with app.db.read() as session:
-        return await jobs_store.authenticate(session, job_id, _token(request))
-
-
 @router.get("/jobs/{job_id}")
 async def job_details(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     async with app.db.read() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request))
-        return JSONResponse(await jobs_store.payload(session, job))
+        job = await jobs_store.authenticate(session, job_id, _token(request), JobRight.READ)
+        return JSONResponse(await jobs_store.payload(session, job, app.box))
 
 
 @router.post("/jobs/{job_id}/start", status_code=204)
 async def start(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(session, job_id, _token(request), JobRight.READ, lock=True)
         await jobs_store.start(session, job)
     return Response(status_code=204)
 
@@ -233,7 +227,7 @@ async def start(job_id: str, request: Request, app: Outpost = Depends(outpost)) 
 @router.get("/jobs/{job_id}/configuration")
 async def configuration(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     async with app.db.read() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request))
+        job = await jobs_store.authenticate(session, job_id, _token(request), JobRight.READ_CONFIGURATION)
         data = await jobs_store.configuration(session, job)
     return Response(data, media_type="application/gzip")
 
@@ -241,7 +235,7 @@ async def configuration(job_id: str, request: Request, app: Outpost = Depends(ou
 @router.get("/jobs/{job_id}/state")
 async def current_state(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     async with app.db.read() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request))
+        job = await jobs_store.authenticate(session, job_id, _token(request), JobRight.READ_STATE)
         data = await jobs_store.current_state(session, job)
     if data is None:
         return Response(status_code=204)
@@ -251,7 +245,7 @@ async def current_state(job_id: str, request: Request, app: Outpost = Depends(ou
 @router.get("/jobs/{job_id}/plan-file")
 async def get_plan_file(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     async with app.db.read() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request))
+        job = await jobs_store.authenticate(session, job_id, _token(request), JobRight.READ_PLAN)
         data = await jobs_store.plan_file(session, job)
     return Response(data, media_type="application/octet-stream")
 
@@ -260,7 +254,7 @@ async def get_plan_file(job_id: str, request: Request, app: Outpost = Depends(ou
 async def put_plan_file(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     data = await _raw(request, MAX_ARTIFACT)
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(session, job_id, _token(request), JobRight.WRITE_PLAN, lock=True)
         await jobs_store.store_plan(session, job, "file", data)
     return Response(status_code=204)
 
@@ -269,7 +263,7 @@ async def put_plan_file(job_id: str, request: Request, app: Outpost = Depends(ou
 async def put_plan_json(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     data = await _raw(request, MAX_ARTIFACT)
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(session, job_id, _token(request), JobRight.WRITE_PLAN, lock=True)
         await jobs_store.store_plan(session, job, "json", data)
     return Response(status_code=204)
 
@@ -278,7 +272,7 @@ async def put_plan_json(job_id: str, request: Request, app: Outpost = Depends(ou
 async def put_state(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     data = await _raw(request, MAX_ARTIFACT)
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(session, job_id, _token(request), JobRight.WRITE_STATE, lock=True)
         sv_id = await jobs_store.store_state(session, job, data)
     return JSONResponse({"state_version_id": sv_id})
 
@@ -290,7 +284,7 @@ async def append_log(job_id: str, request: Request, app: Outpost = Depends(outpo
         raise BadRequest("offset must be a whole number of bytes.")
     data = await _raw(request, MAX_CHUNK)
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(session, job_id, _token(request), JobRight.WRITE_LOG, lock=True)
         log_id = await jobs_store.log_id(session, job)
         try:
             size = await logs.append(session, log_id, int(raw_offset), data)
@@ -313,7 +307,7 @@ async def finish(job_id: str, request: Request, app: Outpost = Depends(outpost))
     if not isinstance(message, str):
         raise Unprocessable('"message" must be a string.')
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(session, job_id, _token(request), JobRight.FINISH, lock=True)
         stored = await logs.size(session, await jobs_store.log_id(session, job))
         if stored < log_size:
             raise Conflict(
