@@ -21,11 +21,14 @@ from typing import Any
 
 from outpost.agent.client import Client, JobGone
 from outpost.agent.logstream import LogStream
+from outpost.agent.masking import Masker
 from outpost.agent.process import Process
+from outpost.agent.sandbox import RunSpace, Sandbox
 from outpost.agent.terraform import cli_config, find_terraform, job_environment, tfvars
 from outpost.config import AgentConfig
 from outpost.domain.jobs import JobOutcome, Phase
-from outpost.errors import AgentError, ConfigError
+from outpost.errors import AgentError, ConfigError, Unprocessable
+from outpost.store import archives
 
 log = logging.getLogger("outpost.agent.job")
 
@@ -48,12 +51,22 @@ class StepFailed(AgentError):
 
 
 class Job:
-    def __init__(self, config: AgentConfig, client: Client, job_id: str, token: str, agent_label: str) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        client: Client,
+        job_id: str,
+        token: str,
+        agent_label: str,
+        sandbox: Sandbox | None = None,
+    ) -> None:
         self.config = config
         self.client = client
         self.id = job_id
         self.token = token
         self.agent_label = agent_label
+        self.sandbox = sandbox
+        self.space: RunSpace | None = None
         self.process = Process()
         self.cancel_kind: str | None = None  # "cancel" or "force", as applied
         self.fenced = False
@@ -84,9 +97,14 @@ class Job:
     async def run(self) -> None:
         root = self.config.data_dir / "jobs"
         root.mkdir(parents=True, exist_ok=True)
+        # The job directory is the agent's (mode 0700: the log spool lives here); terraform works in its
+        # "work" subdirectory, the only part a sandboxed run sees.
         jobdir = Path(tempfile.mkdtemp(prefix=f"{self.id}-", dir=root))
         logs: LogStream | None = None
         try:
+            if self.sandbox is not None:
+                self.space = self.sandbox.open(self.id, jobdir)
+                self.process.space = self.space
             payload = await self.client.job(self.id, self.token)
             logs = LogStream(
                 self.client,
@@ -95,6 +113,7 @@ class Job:
                 jobdir / "log.spool",
                 base=int(payload.get("log_size", 0)),
                 on_cancel=self.cancel,
+                masker=Masker([v["value"] for v in payload["variables"] if v.get("sensitive")]),
             )
             await self.client.start(self.id, self.token)
             logs.start()
@@ -135,6 +154,8 @@ class Job:
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
             self.process.kill_group()
+            if self.space is not None:
+                self.space.close()
             for path in [jobdir, *self._cleanup]:
                 await asyncio.to_thread(shutil.rmtree, path, True)
 
@@ -153,7 +174,9 @@ class Job:
         logs.line(f"on linux_amd64 (Outpost agent {self.agent_label})")
         logs.line("Initializing plugins and modules...")
 
-        config_dir = jobdir / "config"
+        work = jobdir / "work"
+        work.mkdir(exist_ok=True)
+        config_dir = work / "config"
         config_dir.mkdir()
         archive = await self.client.download(self.id, self.token, "configuration")
         if not archive:
@@ -170,13 +193,13 @@ class Job:
         if prior:
             (workdir / "terraform.tfstate").write_bytes(prior)
 
-        home = jobdir / "home"
+        home = work / "home"
         home.mkdir()
         # A short TMPDIR of its own: provider plugins put Unix sockets there, and a socket path over
         # 108 bytes (easy under a deep data directory) makes the plugin fail to start.
         tmp = Path(tempfile.mkdtemp(prefix="outpost-"))
         self._cleanup.append(tmp)
-        rc_file = jobdir / "terraformrc"
+        rc_file = work / "terraformrc"
         rc_file.write_text(cli_config(self._provider_mirror()))
         env = job_environment(
             home=home,
@@ -198,18 +221,20 @@ class Job:
             return JobResult(JobOutcome.CANCELED, "Canceled before terraform ran.")
 
         if phase == Phase.PLAN:
-            return await self._plan(tf, workdir, jobdir, env, run, logs)
-        return await self._apply(tf, workdir, jobdir, env, logs, prior)
+            return await self._plan(tf, workdir, work, env, run, logs)
+        return await self._apply(tf, workdir, work, env, logs, prior)
 
     def _failed(self, step: str, code: int) -> JobResult:
         if self.cancel_kind:
             return JobResult(JobOutcome.CANCELED, f"{step} was canceled.")
+        if self.space is not None and self.space.killed_for_memory():
+            return JobResult(JobOutcome.FAILED, f"{step} was stopped: {self.space.memory_message()}")
         return JobResult(JobOutcome.FAILED, f"{step} exited with status {code}.")
 
     async def _plan(
-        self, tf: str, workdir: Path, jobdir: Path, env: dict[str, str], run: dict[str, Any], logs: LogStream
+        self, tf: str, workdir: Path, work: Path, env: dict[str, str], run: dict[str, Any], logs: LogStream
     ) -> JobResult:
-        plan_file = jobdir / "plan.tfplan"
+        plan_file = work / "plan.tfplan"
         argv = [tf, "plan", "-input=false", "-no-color", f"-out={plan_file}"]
         if run["is_destroy"]:
             argv.append("-destroy")
@@ -234,9 +259,9 @@ class Job:
         return JobResult(JobOutcome.SUCCEEDED, **counts)
 
     async def _apply(
-        self, tf: str, workdir: Path, jobdir: Path, env: dict[str, str], logs: LogStream, prior: bytes | None
+        self, tf: str, workdir: Path, work: Path, env: dict[str, str], logs: LogStream, prior: bytes | None
     ) -> JobResult:
-        plan_file = jobdir / "plan.tfplan"
+        plan_file = work / "plan.tfplan"
         data = await self.client.download(self.id, self.token, "plan-file")
         if not data:
             raise StepFailed("The run's saved plan is missing.")
@@ -278,7 +303,12 @@ class Job:
 
 
 def _extract(archive: bytes, dest: Path) -> None:
-    """Extract with tarfile's "data" filter: no absolute paths, no escaping links, no device files."""
+    """The server's checks again (a server is not trusted to have made them), then tarfile's "data" filter:
+    no absolute paths, no escaping links, no device files, and nothing written outside `dest`."""
+    try:
+        archives.validate(archive)
+    except Unprocessable as exc:
+        raise StepFailed(f"The configuration archive was refused: {exc.detail}") from None
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
             tar.extractall(dest, filter="data")

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from outpost.agent.client import Client
 from outpost.agent.exitcodes import ExitCode
+from outpost.agent.sandbox import Sandbox
 from outpost.agent.worker import Worker, _Stop
 from outpost.config import AgentConfig
-from outpost.errors import AgentFatal, Retryable
+from outpost.errors import AgentFatal, ConfigError, Retryable
 
 log = logging.getLogger("outpost.agent")
 
@@ -29,6 +30,7 @@ class Agent:
         self.worker: Worker | None = None
         self.signals = 0
         self.stop_requested = asyncio.Event()
+        self.sandbox: Sandbox | None = None
 
     def _on_signal(self, signum: int) -> None:
         self.signals += 1
@@ -53,6 +55,15 @@ class Agent:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        # The data directory holds job directories (and their log spools): the agent's alone.
+        self.config.data_dir.chmod(0o700)
+        try:
+            self.sandbox = Sandbox(self.config)
+            log.info("%s", await asyncio.to_thread(self.sandbox.check))
+        except ConfigError as exc:
+            log.error("%s", exc.detail)
+            await self.client.close()
+            return ExitCode.USAGE
         try:
             return await self._run()
         except AgentFatal as exc:
@@ -78,7 +89,7 @@ class Agent:
         log.info(
             "registered as agent %s (heartbeat every %g s)", registration.agent_id, registration.heartbeat_interval
         )
-        self.worker = Worker(self.config, self.client, registration)
+        self.worker = Worker(self.config, self.client, registration, self.sandbox)
         if self.stop_requested.is_set():
             self.worker.drain()
         try:

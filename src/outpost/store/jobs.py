@@ -129,9 +129,7 @@ async def redeliver(session: AsyncSession, job_id: str, agent_id: str) -> Claime
     return Claimed(job_id=row.id, token=secret, phase=row.phase, run_id=row.run_id, attempt=row.attempt)
 
 
-async def authenticate(
-    session: AsyncSession, job_id: str, secret: str, right: JobRight, *, lock: bool = False
-) -> Job:
+async def authenticate(session: AsyncSession, job_id: str, secret: str, right: JobRight, *, lock: bool = False) -> Job:
     """The job, if `secret` is its current credential, the job is active, its agent may still work, and
     the job's phase holds `right`. A credential never reaches another job (404, as if it did not exist)."""
     query = select(Job).where(Job.id == job_id)
