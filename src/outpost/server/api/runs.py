@@ -182,16 +182,14 @@ async def capacity(
 ) -> Response:
     async with app.db.read() as session:
         await caller.organization(session, org)
-        counts = dict(
-            (
-                await session.execute(
-                    select(Run.status, func.count())
-                    .join(Workspace, Workspace.id == Run.workspace_id)
-                    .where(Workspace.organization_id == org)
-                    .group_by(Run.status)
-                )
-            ).tuples()
+        rows = await session.execute(
+            select(Run.status, func.count())
+            .join(Workspace, Workspace.id == Run.workspace_id)
+            .where(Workspace.organization_id == org)
+            .group_by(Run.status)
         )
+        # Not dict(result): a Result has keys() (its column names), so dict() would read it as a mapping.
+        counts = {status: count for status, count in rows.tuples()}
     pending = sum(
         counts.get(s, 0) for s in (RunStatus.PENDING.value, RunStatus.PLAN_QUEUED.value, RunStatus.APPLY_QUEUED.value)
     )

@@ -109,6 +109,9 @@ async def create(
     workspace_id: str, request: Request, caller: Caller = guard(Action.CREATE_STATE), app: Outpost = Depends(outpost)
 ) -> Response:
     """State pushed by a client (terraform state push, local execution): the caller must hold the lock."""
+    async with app.db.read() as session:
+        # Refuse a caller who may not push state before reading and checking a body of up to 64 MB.
+        await caller.workspace(session, workspace_id)
     body = await jsonapi.read_body(request, limit=64 * 1024 * 1024)
     jsonapi.expect_type(body, "state-versions")
     attrs = jsonapi.attributes_of(body)
