@@ -89,21 +89,23 @@ def _check_member(tree: _Tree, member: tarfile.TarInfo) -> None:
             f"The archive entry {name!r} points outside the configuration directory "
             "(absolute paths and backslashes are not allowed)."
         )
-    parent = posixpath.dirname(posixpath.normpath(name))
-    # The entry is created inside its parent directory as the kernel would resolve it (links included).
-    if posixpath.normpath(name).startswith("../") or posixpath.normpath(name) == ".." or tree.resolve(parent) is None:
+    # Where the entry lands, resolved as the kernel would: component by component, through earlier links.
+    location = tree.resolve(name)
+    if location is None:
         raise bad(f"The archive entry {name!r} points outside the configuration directory.")
     if member.issym() or member.islnk():
         target = member.linkname
-        if member.issym():
-            resolved = None if target.startswith("/") else tree.resolve(posixpath.join(parent, target))
-        else:
-            resolved = None if target.startswith("/") else tree.resolve(target)
+        if target.startswith("/"):
+            resolved = None
+        elif member.issym():  # relative to the directory the link is really in
+            resolved = tree.resolve(posixpath.join(posixpath.dirname(location), target))
+        else:  # a hard link names its target from the archive's root
+            resolved = tree.resolve(target)
         if resolved is None:
             kind = "symbolic" if member.issym() else "hard"
             raise bad(f"The {kind} link {name!r} -> {target!r} leads outside the configuration directory.")
         if member.issym():
-            tree.links[posixpath.normpath(name)] = target
+            tree.links[location] = target
     elif not (member.isfile() or member.isdir()):
         raise bad(f"The archive entry {name!r} is a device, FIFO or other special file.")
 
