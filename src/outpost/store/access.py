@@ -78,7 +78,7 @@ async def workspace_levels(
     if workspace_ids is not None:
         query = query.where(TeamWorkspace.workspace_id.in_(workspace_ids))
     levels: dict[str, Access] = {}
-    for workspace_id, access in (await session.execute(query)).tuples():
+    for workspace_id, access in (await session.execute(query)).all():
         level = Access.parse(access)
         levels[workspace_id] = max(levels.get(workspace_id, Access.NONE), level)
     return levels

@@ -121,7 +121,7 @@ async def agent_counts(session: AsyncSession, pool_ids: list[str]) -> dict[str, 
         .where(Agent.pool_id.in_(pool_ids), Agent.status.in_([s.value for s in COUNTED]))
         .group_by(Agent.pool_id)
     )
-    return {pool_id: count for pool_id, count in rows.tuples()}
+    return {pool_id: count for pool_id, count in rows.all()}
 
 
 async def delete_pool(session: AsyncSession, pool: AgentPool) -> None:

@@ -159,7 +159,7 @@ async def list_memberships(session: AsyncSession, org_id: str) -> list[tuple[Org
         .where(OrganizationMembership.organization_id == org_id)
         .order_by(User.email)
     )
-    return [(m, u) for m, u in rows.tuples()]
+    return [(m, u) for m, u in rows.all()]
 
 
 async def get_membership(session: AsyncSession, membership_id: str) -> tuple[OrganizationMembership, User]:

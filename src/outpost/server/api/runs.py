@@ -188,8 +188,8 @@ async def capacity(
             .where(Workspace.organization_id == org)
             .group_by(Run.status)
         )
-        # Not dict(result): a Result has keys() (its column names), so dict() would read it as a mapping.
-        counts = {status: count for status, count in rows.tuples()}
+        # Not dict(rows): a Result has keys() (its column names), so dict() would read it as a mapping.
+        counts = {status: count for status, count in rows.all()}
     pending = sum(
         counts.get(s, 0) for s in (RunStatus.PENDING.value, RunStatus.PLAN_QUEUED.value, RunStatus.APPLY_QUEUED.value)
     )

@@ -10,6 +10,7 @@ Revises: 0001
 
 import secrets
 import string
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import context, op
@@ -79,18 +80,15 @@ def upgrade() -> None:
     bind = op.get_bind()
     existing = bind.execute(
         sa.text(
-            "SELECT teams.organization_id, team_members.user_id, MIN(teams.created_at) "
-            "FROM team_members JOIN teams ON teams.id = team_members.team_id "
-            "GROUP BY teams.organization_id, team_members.user_id"
+            "SELECT DISTINCT teams.organization_id, team_members.user_id "
+            "FROM team_members JOIN teams ON teams.id = team_members.team_id"
         )
     ).all()
     if existing:
+        now = datetime.now(UTC)
         op.bulk_insert(
             memberships,
-            [
-                {"id": _id("ou"), "organization_id": org, "user_id": user, "created_at": at}
-                for org, user, at in existing
-            ],
+            [{"id": _id("ou"), "organization_id": org, "user_id": user, "created_at": now} for org, user in existing],
         )
     _encrypt_sensitive_values(bind)
 
