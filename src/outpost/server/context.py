@@ -81,7 +81,8 @@ class Outpost:
         return mac[:40]
 
     def check_capability(self, purpose: str, resource_id: str, presented: str) -> bool:
-        return hmac.compare_digest(self.capability(purpose, resource_id), presented)
+        # Bytes, not str: compare_digest refuses non-ASCII strings (a TypeError, so a 500, for a mangled URL).
+        return hmac.compare_digest(self.capability(purpose, resource_id).encode(), presented.encode())
 
     def base_url(self, request: Request) -> str:
         if self.config.external_url:

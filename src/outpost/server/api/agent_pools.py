@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost.domain.permissions import Action
 from outpost.errors import BadRequest, NotFound
 from outpost.server import jsonapi
-from outpost.server.api import shapes
+from outpost.server.api import bodies, shapes
 from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
 from outpost.store import agents as agents_store
@@ -56,7 +56,7 @@ async def list_pools(
     return jsonapi.document(data, meta=page.meta(total))
 
 
-@router.post("/organizations/{org}/agent-pools", status_code=201)
+@router.post("/organizations/{org}/agent-pools", status_code=201, openapi_extra=bodies.body("agent-pools"))
 async def create_pool(
     org: str, request: Request, caller: Caller = guard(Action.MANAGE_AGENT_POOLS), app: Outpost = Depends(outpost)
 ) -> Response:
@@ -81,7 +81,7 @@ async def show_pool(
         return jsonapi.document(await _pool_resource(session, pool))
 
 
-@router.patch("/agent-pools/{pool_id}")
+@router.patch("/agent-pools/{pool_id}", openapi_extra=bodies.body("agent-pools"))
 async def update_pool(
     pool_id: str, request: Request, caller: Caller = guard(Action.MANAGE_AGENT_POOLS), app: Outpost = Depends(outpost)
 ) -> Response:
@@ -127,7 +127,9 @@ async def list_tokens(
     return jsonapi.document([shapes.agent_token(t) for t in tokens])
 
 
-@router.post("/agent-pools/{pool_id}/authentication-tokens", status_code=201)
+@router.post(
+    "/agent-pools/{pool_id}/authentication-tokens", status_code=201, openapi_extra=bodies.body("authentication-tokens")
+)
 async def create_token(
     pool_id: str, request: Request, caller: Caller = guard(Action.MANAGE_AGENT_TOKENS), app: Outpost = Depends(outpost)
 ) -> Response:

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from outpost.domain.permissions import Action
 from outpost.errors import NotFound
 from outpost.server import jsonapi
-from outpost.server.api import shapes
+from outpost.server.api import bodies, shapes
 from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
 from outpost.store import archives, configs
@@ -25,7 +25,11 @@ def upload_url(app: Outpost, request: Request, cv: ConfigurationVersion) -> str:
     return f"{app.base_url(request)}/api/v2/uploads/{cv.id}/{app.capability('upload', cv.id)}"
 
 
-@router.post("/workspaces/{workspace_id}/configuration-versions", status_code=201)
+@router.post(
+    "/workspaces/{workspace_id}/configuration-versions",
+    status_code=201,
+    openapi_extra=bodies.body("configuration-versions", required=False),
+)
 async def create(
     workspace_id: str, request: Request, caller: Caller = guard(Action.QUEUE_RUN), app: Outpost = Depends(outpost)
 ) -> Response:
@@ -67,7 +71,7 @@ async def show(
     return jsonapi.document(shapes.configuration_version(cv, upload_url(app, request, cv)))
 
 
-@router.put("/uploads/{cv_id}/{capability}")
+@router.put("/uploads/{cv_id}/{capability}", openapi_extra=bodies.ARCHIVE)
 async def upload(cv_id: str, capability: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     if not app.check_capability("upload", cv_id, capability):
         raise NotFound("Unknown upload URL.")

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from outpost.domain.permissions import Action
 from outpost.errors import Unprocessable
 from outpost.server import jsonapi
-from outpost.server.api import shapes
+from outpost.server.api import bodies, shapes
 from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
 from outpost.store import users
@@ -26,7 +26,7 @@ async def list_organizations(
     return jsonapi.document(data)
 
 
-@router.post("/organizations", status_code=201)
+@router.post("/organizations", status_code=201, openapi_extra=bodies.body("organizations"))
 async def create_organization(
     request: Request, caller: Caller = guard(Action.CREATE_ORGANIZATION), app: Outpost = Depends(outpost)
 ) -> Response:

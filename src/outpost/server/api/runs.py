@@ -14,7 +14,7 @@ from outpost.domain.permissions import Action
 from outpost.domain.runs import RunStatus
 from outpost.errors import Unprocessable
 from outpost.server import jsonapi
-from outpost.server.api import shapes
+from outpost.server.api import bodies, shapes
 from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
 from outpost.store import configs
@@ -44,7 +44,7 @@ async def run_resource(session: AsyncSession, app: Outpost, caller: Caller, run:
     return shapes.run(run, plan, apply, force_cancel_available_at=force_at, position=position, access=access)
 
 
-@router.post("/runs", status_code=201)
+@router.post("/runs", status_code=201, openapi_extra=bodies.body("runs"))
 async def create_run(
     request: Request, caller: Caller = guard(Action.QUEUE_RUN), app: Outpost = Depends(outpost)
 ) -> Response:
@@ -126,28 +126,30 @@ async def _action(app: Outpost, caller: Caller, run_id: str, request: Request, a
     return Response(status_code=202)
 
 
-@router.post("/runs/{run_id}/actions/apply", status_code=202)
+@router.post("/runs/{run_id}/actions/apply", status_code=202, openapi_extra=bodies.body("actions", required=False))
 async def apply_run(
     run_id: str, request: Request, caller: Caller = guard(Action.APPLY_RUN), app: Outpost = Depends(outpost)
 ) -> Response:
     return await _action(app, caller, run_id, request, "apply")
 
 
-@router.post("/runs/{run_id}/actions/discard", status_code=202)
+@router.post("/runs/{run_id}/actions/discard", status_code=202, openapi_extra=bodies.body("actions", required=False))
 async def discard_run(
     run_id: str, request: Request, caller: Caller = guard(Action.DISCARD_RUN), app: Outpost = Depends(outpost)
 ) -> Response:
     return await _action(app, caller, run_id, request, "discard")
 
 
-@router.post("/runs/{run_id}/actions/cancel", status_code=202)
+@router.post("/runs/{run_id}/actions/cancel", status_code=202, openapi_extra=bodies.body("actions", required=False))
 async def cancel_run(
     run_id: str, request: Request, caller: Caller = guard(Action.CANCEL_RUN), app: Outpost = Depends(outpost)
 ) -> Response:
     return await _action(app, caller, run_id, request, "cancel")
 
 
-@router.post("/runs/{run_id}/actions/force-cancel", status_code=202)
+@router.post(
+    "/runs/{run_id}/actions/force-cancel", status_code=202, openapi_extra=bodies.body("actions", required=False)
+)
 async def force_cancel_run(
     run_id: str, request: Request, caller: Caller = guard(Action.FORCE_CANCEL_RUN), app: Outpost = Depends(outpost)
 ) -> Response:

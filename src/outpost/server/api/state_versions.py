@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost.domain.permissions import Action
 from outpost.errors import Conflict, NotFound, Unprocessable
 from outpost.server import jsonapi
-from outpost.server.api import shapes
+from outpost.server.api import bodies, shapes
 from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
 from outpost.store import blobs, state
@@ -104,7 +104,7 @@ async def download(sv_id: str, capability: str, app: Outpost = Depends(outpost))
     return Response(data, media_type="application/json")
 
 
-@router.post("/workspaces/{workspace_id}/state-versions", status_code=201)
+@router.post("/workspaces/{workspace_id}/state-versions", status_code=201, openapi_extra=bodies.body("state-versions"))
 async def create(
     workspace_id: str, request: Request, caller: Caller = guard(Action.CREATE_STATE), app: Outpost = Depends(outpost)
 ) -> Response:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost.domain.permissions import Action, organization_allows
 from outpost.errors import BadRequest, NotFound, Unprocessable
 from outpost.server import jsonapi
-from outpost.server.api import shapes
+from outpost.server.api import bodies, shapes
 from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
 from outpost.store import teams
@@ -58,7 +58,7 @@ async def list_teams(
     return jsonapi.document(data, meta=page.meta(len(found)))
 
 
-@router.post("/organizations/{org}/teams", status_code=201)
+@router.post("/organizations/{org}/teams", status_code=201, openapi_extra=bodies.body("teams"))
 async def create_team(
     org: str, request: Request, caller: Caller = guard(Action.MANAGE_TEAMS), app: Outpost = Depends(outpost)
 ) -> Response:
@@ -82,7 +82,7 @@ async def show_team(
     return jsonapi.document(data)
 
 
-@router.patch("/teams/{team_id}")
+@router.patch("/teams/{team_id}", openapi_extra=bodies.body("teams"))
 async def update_team(
     team_id: str, request: Request, caller: Caller = guard(Action.MANAGE_TEAMS), app: Outpost = Depends(outpost)
 ) -> Response:
@@ -135,14 +135,14 @@ async def _membership_change(app: Outpost, request: Request, caller: Caller, tea
     return Response(status_code=204)
 
 
-@router.post("/teams/{team_id}/relationships/users", status_code=204)
+@router.post("/teams/{team_id}/relationships/users", status_code=204, openapi_extra=bodies.user_list())
 async def add_team_members(
     team_id: str, request: Request, caller: Caller = guard(Action.MANAGE_MEMBERSHIPS), app: Outpost = Depends(outpost)
 ) -> Response:
     return await _membership_change(app, request, caller, team_id, add=True)
 
 
-@router.delete("/teams/{team_id}/relationships/users", status_code=204)
+@router.delete("/teams/{team_id}/relationships/users", status_code=204, openapi_extra=bodies.user_list())
 async def remove_team_members(
     team_id: str, request: Request, caller: Caller = guard(Action.MANAGE_MEMBERSHIPS), app: Outpost = Depends(outpost)
 ) -> Response:
@@ -167,7 +167,11 @@ async def list_memberships(
     return jsonapi.document(data, meta=page.meta(len(found)))
 
 
-@router.post("/organizations/{org}/organization-memberships", status_code=201)
+@router.post(
+    "/organizations/{org}/organization-memberships",
+    status_code=201,
+    openapi_extra=bodies.body("organization-memberships"),
+)
 async def invite_member(
     org: str, request: Request, caller: Caller = guard(Action.MANAGE_MEMBERSHIPS), app: Outpost = Depends(outpost)
 ) -> Response:
@@ -238,7 +242,7 @@ async def list_team_access(
     return jsonapi.document(data, meta=page.meta(len(found)))
 
 
-@router.post("/team-workspaces", status_code=201)
+@router.post("/team-workspaces", status_code=201, openapi_extra=bodies.body("team-workspaces"))
 async def grant_team_access(
     request: Request, caller: Caller = guard(Action.MANAGE_TEAM_ACCESS), app: Outpost = Depends(outpost)
 ) -> Response:
@@ -268,7 +272,7 @@ async def show_team_access(
     return jsonapi.document(shapes.team_workspace(grant))
 
 
-@router.patch("/team-workspaces/{access_id}")
+@router.patch("/team-workspaces/{access_id}", openapi_extra=bodies.body("team-workspaces"))
 async def update_team_access(
     access_id: str, request: Request, caller: Caller = guard(Action.MANAGE_TEAM_ACCESS), app: Outpost = Depends(outpost)
 ) -> Response:

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from outpost.domain.permissions import Action
 from outpost.errors import NotFound, Unprocessable
 from outpost.server import jsonapi
-from outpost.server.api import shapes
+from outpost.server.api import bodies, shapes
 from outpost.server.api.agent_pools import revoke_agent_token, show_agent_token
 from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
@@ -46,7 +46,11 @@ async def list_user_tokens(
     return jsonapi.document([shapes.user_token(t) for t in tokens])
 
 
-@router.post("/users/{user_id}/authentication-tokens", status_code=201)
+@router.post(
+    "/users/{user_id}/authentication-tokens",
+    status_code=201,
+    openapi_extra=bodies.body("authentication-tokens", required=False),
+)
 async def create_user_token(
     user_id: str, request: Request, caller: Caller = guard(Action.MANAGE_OWN_TOKENS), app: Outpost = Depends(outpost)
 ) -> Response:

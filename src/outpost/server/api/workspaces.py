@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.domain.permissions import Action
 from outpost.server import jsonapi
-from outpost.server.api import shapes
+from outpost.server.api import bodies, shapes
 from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
 from outpost.store import runs as runs_store
@@ -75,7 +75,7 @@ async def list_workspaces(
     return jsonapi.document(data, meta=page.meta(total))
 
 
-@router.post("/organizations/{org}/workspaces", status_code=201)
+@router.post("/organizations/{org}/workspaces", status_code=201, openapi_extra=bodies.body("workspaces"))
 async def create_workspace(
     org: str, request: Request, caller: Caller = guard(Action.CREATE_WORKSPACE), app: Outpost = Depends(outpost)
 ) -> Response:
@@ -122,7 +122,7 @@ async def _update(app: Outpost, request: Request, caller: Caller, loader: Any) -
     return jsonapi.document(data)
 
 
-@router.patch("/workspaces/{workspace_id}")
+@router.patch("/workspaces/{workspace_id}", openapi_extra=bodies.body("workspaces"))
 async def update_workspace(
     workspace_id: str,
     request: Request,
@@ -132,7 +132,7 @@ async def update_workspace(
     return await _update(app, request, caller, lambda s: caller.workspace(s, workspace_id, lock=True))
 
 
-@router.patch("/organizations/{org}/workspaces/{name}")
+@router.patch("/organizations/{org}/workspaces/{name}", openapi_extra=bodies.body("workspaces"))
 async def update_workspace_by_name(
     org: str,
     name: str,
@@ -166,7 +166,7 @@ async def delete_workspace_by_name(
 # --- locks --------------------------------------------------------------------------------------
 
 
-@router.post("/workspaces/{workspace_id}/actions/lock")
+@router.post("/workspaces/{workspace_id}/actions/lock", openapi_extra=bodies.body("actions", required=False))
 async def lock(
     workspace_id: str,
     request: Request,
@@ -219,7 +219,7 @@ async def list_variables(
     return jsonapi.document([shapes.variable(v) for v in found])
 
 
-@router.post("/workspaces/{workspace_id}/vars", status_code=201)
+@router.post("/workspaces/{workspace_id}/vars", status_code=201, openapi_extra=bodies.body("vars"))
 async def create_variable(
     workspace_id: str,
     request: Request,
@@ -245,7 +245,7 @@ async def create_variable(
     return jsonapi.document(shapes.variable(variable), status=201)
 
 
-@router.patch("/workspaces/{workspace_id}/vars/{var_id}")
+@router.patch("/workspaces/{workspace_id}/vars/{var_id}", openapi_extra=bodies.body("vars"))
 async def update_variable(
     workspace_id: str,
     var_id: str,
