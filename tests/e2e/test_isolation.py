@@ -203,3 +203,15 @@ def test_agent_refuses_a_sandbox_it_cannot_have(pool: Pool, tmp_path: Path) -> N
     assert "cannot create the sandbox's namespaces" in agent.output()
     assert "No permissions to creating new namespace" in agent.output()
     assert pool.api.agents(pool.pool_id) == []  # it never registered
+
+
+@pytest.mark.parametrize(("run_as", "root"), [("unprivileged", False), ("root", True)])
+def test_run_as(pool: Pool, run_as: str, root: bool) -> None:
+    pool.agent(f"as-{run_as}", "--sandbox", "bwrap", "--run-as", run_as, "--sandbox-uid-base", "1500000")
+    ws, cv = pool.workspace("whoami", "whoami")
+    run = pool.api.wait_for_run(pool.api.create_run(ws, cv)["id"], FINAL, timeout=180)
+    log = pool.api.read_log(run, "apply")
+    assert run["attributes"]["status"] == "applied", log
+    uid = int(re.search(r"\(local-exec\): RUN-UID=(\d+)", log).group(1))  # type: ignore[union-attr]
+    assert uid == 0 if root else 1500000 <= uid < 1500000 + 4096
+    assert "(local-exec): SHADOW-ABSENT" in log  # root or not, the host's files are not there
