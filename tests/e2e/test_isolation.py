@@ -130,7 +130,8 @@ def test_hostile_run_next_to_another_run(pool: Pool, sandbox: str) -> None:
     try:
         attacker = pool.api.wait_for_run(pool.api.create_run(attacker_ws, attacker_cv)["id"], FINAL, timeout=180)
         log = pool.api.read_log(attacker, "apply")
-        assert attacker["attributes"]["status"] == "applied", log
+        why = f"{attacker['attributes']}\n{pool.api.read_log(attacker, 'plan')}\n{log}\n{agent.output()[-3000:]}"
+        assert attacker["attributes"]["status"] == "applied", why
         assert "ATTACK-DONE" in log
         attempts = _attempts(log)
     finally:
@@ -215,3 +216,15 @@ def test_run_as(pool: Pool, run_as: str, root: bool) -> None:
     uid = int(re.search(r"\(local-exec\): RUN-UID=(\d+)", log).group(1))  # type: ignore[union-attr]
     assert uid == 0 if root else 1500000 <= uid < 1500000 + 4096
     assert "(local-exec): SHADOW-ABSENT" in log  # root or not, the host's files are not there
+
+
+def test_links_a_run_plants_are_not_followed(pool: Pool) -> None:
+    pool.agent("planted", "--sandbox", "bwrap")
+    ws, cv = pool.workspace("planted", "planted_links")
+    run = pool.api.wait_for_run(pool.api.create_run(ws, cv)["id"], FINAL, timeout=180)
+    log = pool.api.read_log(run, "apply")
+    assert "(local-exec): PLANTED" in log
+    assert run["attributes"]["status"] == "errored", log
+    assert "unsafe file" in (run["attributes"]["error-message"] or ""), run["attributes"]
+    state = pool.api.http.get(f"/workspaces/{ws}/current-state-version")
+    assert state.status_code == 404  # nothing was uploaded as the workspace's state

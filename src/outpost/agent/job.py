@@ -23,6 +23,7 @@ from outpost.agent.client import Client, JobGone
 from outpost.agent.logstream import LogStream
 from outpost.agent.masking import Masker
 from outpost.agent.process import Process
+from outpost.agent.safefiles import UnsafeFile, read_beneath, write_new
 from outpost.agent.sandbox import RunSpace, Sandbox
 from outpost.agent.terraform import cli_config, find_terraform, job_environment, tfvars
 from outpost.config import AgentConfig
@@ -33,6 +34,7 @@ from outpost.store import archives
 log = logging.getLogger("outpost.agent.job")
 
 OVERRIDE = 'terraform {\n  backend "local" {\n    path = "terraform.tfstate"\n  }\n}\n'
+MAX_RUN_FILE = 256 * 1024 * 1024  # a state or saved plan; the server takes no larger upload
 _APPLY_SUMMARY = re.compile(rb"Resources: (\d+) added, (\d+) changed, (\d+) destroyed")
 
 
@@ -255,7 +257,10 @@ class Job:
         counts = summarize_plan(json.loads(shown))
         await self.client.upload(self.id, self.token, "plan-json", bytes(shown))
         if not run["plan_only"]:
-            await self.client.upload(self.id, self.token, "plan-file", plan_file.read_bytes())
+            saved = _run_file(work, plan_file)
+            if saved is None:
+                raise StepFailed("terraform plan left no saved plan.")
+            await self.client.upload(self.id, self.token, "plan-file", saved)
         return JobResult(JobOutcome.SUCCEEDED, **counts)
 
     async def _apply(
@@ -265,7 +270,10 @@ class Job:
         data = await self.client.download(self.id, self.token, "plan-file")
         if not data:
             raise StepFailed("The run's saved plan is missing.")
-        plan_file.write_bytes(data)
+        try:
+            write_new(work, plan_file.relative_to(work), data)
+        except UnsafeFile as exc:
+            raise StepFailed(f"The saved plan cannot be written: {exc}") from None
         seen = bytearray()
 
         def output(chunk: bytes) -> None:
@@ -277,9 +285,8 @@ class Job:
             [tf, "apply", "-input=false", "-no-color", str(plan_file)], cwd=workdir, env=env, output=output
         )
         # Upload the state whenever it changed, also after a failed or canceled apply: it is the truth now.
-        state_file = workdir / "terraform.tfstate"
-        if state_file.exists() and not self.fenced:
-            new_state = state_file.read_bytes()
+        new_state = None if self.fenced else _run_file(work, workdir / "terraform.tfstate")
+        if new_state is not None:
             if new_state and new_state != prior:
                 await self.client.upload(self.id, self.token, "state", new_state)
         match = _APPLY_SUMMARY.search(bytes(seen))
@@ -300,6 +307,15 @@ class Job:
 
     def _provider_mirror(self) -> Path | None:
         return self.config.provider_mirror
+
+
+def _run_file(work: Path, path: Path) -> bytes | None:
+    """A file terraform left in the work directory, read without following links the run may have planted
+    (see safefiles); an unsafe one fails the job."""
+    try:
+        return read_beneath(work, path.relative_to(work), MAX_RUN_FILE)
+    except UnsafeFile as exc:
+        raise StepFailed(f"The run left an unsafe file: {exc}.") from None
 
 
 def _extract(archive: bytes, dest: Path) -> None:

@@ -140,7 +140,7 @@ class Sandbox:
             shutil.rmtree(trial, ignore_errors=True)
 
     def _trial_run(self, work: Path, uid: int | None) -> None:
-        argv = [*self._bwrap_argv(work, work, uid, tmp_bytes=16 * 1024 * 1024), "--", "/bin/true"]
+        argv = [*self.bwrap_argv(work, work, tmp_bytes=16 * 1024 * 1024), "--", "/bin/true"]
         try:
             done = subprocess.run(
                 argv,
@@ -174,7 +174,7 @@ class Sandbox:
 
     # --- the bubblewrap command line ---------------------------------------------------------------
 
-    def _bwrap_argv(self, work: Path, cwd: Path, uid: int | None, *, tmp_bytes: int) -> list[str]:
+    def bwrap_argv(self, work: Path, cwd: Path, *, tmp_bytes: int) -> list[str]:
         assert self.bwrap is not None
         argv = [self.bwrap, "--unshare-all", "--share-net", "--die-with-parent"]
         if self.config.run_as == "root":
@@ -278,16 +278,17 @@ class RunSpace:
         options.append("--keep-sigint-ignored")
         inner = dict(env, TMPDIR="/tmp")
         tmp_bytes = self.limits.memory_bytes or DEFAULT_TMP_BYTES
-        wrapped = [*self.sandbox._bwrap_argv(self.work, cwd, self.uid, tmp_bytes=tmp_bytes), "--", *argv]
+        wrapped = [*self.sandbox.bwrap_argv(self.work, cwd, tmp_bytes=tmp_bytes), "--", *argv]
         return Launch(wrapped, inner, options)
 
     def _give_work_to_run(self) -> None:
-        # Files the agent wrote (configuration, state, plan) become the run's; nothing else is.
+        # Files the agent wrote (configuration, state, plan) become the run's; nothing else is. fwalk and
+        # chown relative to directory fds, never following a link: the run may have planted some.
         assert self.uid is not None
-        for root, dirs, files in os.walk(self.work):
+        for _, dirs, files, dir_fd in os.fwalk(self.work):
             for name in [*dirs, *files]:
                 with contextlib.suppress(FileNotFoundError):
-                    os.lchown(os.path.join(root, name), self.uid, self.uid)
+                    os.chown(name, self.uid, self.uid, dir_fd=dir_fd, follow_symlinks=False)
         os.chown(self.work, self.uid, self.uid)
         os.chmod(self.work, 0o700)
 
