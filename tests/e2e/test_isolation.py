@@ -228,3 +228,22 @@ def test_links_a_run_plants_are_not_followed(pool: Pool) -> None:
     assert "unsafe file" in (run["attributes"]["error-message"] or ""), run["attributes"]
     state = pool.api.http.get(f"/workspaces/{ws}/current-state-version")
     assert state.status_code == 404  # nothing was uploaded as the workspace's state
+
+
+def test_builtin_agent_sandbox(tools_dir: Path, tmp_path: Path) -> None:
+    from tests.support.processes import start_server
+
+    reachable(tools_dir)
+    server = start_server(reachable(tmp_path) / "srv", tools_dir, "--builtin-agent-sandbox", "bwrap")
+    pool = Pool(server, tools_dir, tmp_path)
+    try:
+        ws = pool.api.create_workspace(pool.org, "remote", auto_apply=True)["id"]  # remote: the built-in agent
+        cv = pool.api.upload_configuration(ws, CONFIGS / "whoami")
+        run = pool.api.wait_for_run(pool.api.create_run(ws, cv)["id"], FINAL, timeout=180)
+        log = pool.api.read_log(run, "apply")
+        assert run["attributes"]["status"] == "applied", log
+        assert "(local-exec): SHADOW-ABSENT" in log
+        assert int(re.search(r"\(local-exec\): RUN-UID=(\d+)", log).group(1)) >= 1_000_000  # type: ignore[union-attr]
+    finally:
+        pool.close()
+        server.proc.stop()
