@@ -251,7 +251,9 @@ async def test_redeliver_rotates_the_job_credential(tmp_path: Path) -> None:
             assert await jobs.undelivered(s, a, []) == []
             assert await jobs.redeliver(s, again.job_id, a) is None
         async with db.read() as s:
-            assert (await jobs.authenticate(s, again.job_id, again.token, JobRight.READ)).status == JobStatus.RUNNING.value
+            assert (
+                await jobs.authenticate(s, again.job_id, again.token, JobRight.READ)
+            ).status == JobStatus.RUNNING.value
     finally:
         await db.dispose()
 
@@ -307,7 +309,9 @@ async def test_requeue_unstarted_only_takes_back_assigned_jobs(tmp_path: Path) -
         assert taken is not None
         assert taken.job_id == waiting.job_id
         async with db.read() as s:
-            assert (await jobs.authenticate(s, started.job_id, started.token, JobRight.READ)).status == JobStatus.RUNNING.value
+            assert (
+                await jobs.authenticate(s, started.job_id, started.token, JobRight.READ)
+            ).status == JobStatus.RUNNING.value
     finally:
         await db.dispose()
 

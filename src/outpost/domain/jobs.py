@@ -69,7 +69,9 @@ class JobRight(StrEnum):
     WRITE_STATE = "write-state"
 
 
-_COMMON = frozenset({JobRight.READ, JobRight.READ_CONFIGURATION, JobRight.READ_STATE, JobRight.WRITE_LOG, JobRight.FINISH})
+_COMMON = frozenset(
+    {JobRight.READ, JobRight.READ_CONFIGURATION, JobRight.READ_STATE, JobRight.WRITE_LOG, JobRight.FINISH}
+)
 
 # A plan job writes a plan and never state; an apply job reads that plan and writes state.
 JOB_RIGHTS: dict[Phase, frozenset[JobRight]] = {
