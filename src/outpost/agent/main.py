@@ -55,8 +55,10 @@ class Agent:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        # The data directory holds job directories (and their log spools): the agent's alone.
-        self.config.data_dir.chmod(0o700)
+        # Job directories (and their log spools) are the agent's alone (the sandbox may open this to 0711).
+        jobs = self.config.data_dir / "jobs"
+        jobs.mkdir(exist_ok=True)
+        jobs.chmod(0o700)
         try:
             self.sandbox = Sandbox(self.config)
             log.info("%s", await asyncio.to_thread(self.sandbox.check))

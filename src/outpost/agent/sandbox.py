@@ -31,6 +31,7 @@ import fcntl
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -117,8 +118,9 @@ class Sandbox:
             # and each run's work directory is its own uid's, mode 0700).
             jobs = self.config.data_dir / "jobs"
             jobs.mkdir(parents=True, exist_ok=True)
-            for path in (self.config.data_dir, jobs):
-                path.chmod(0o711)
+            jobs.chmod(0o711)
+            mode = self.config.data_dir.stat().st_mode
+            self.config.data_dir.chmod(mode | stat.S_IXOTH)
         self._trial()
         who = "a uid of their own" if self.own_uids else ("root" if self.config.run_as == "root" else "the agent's uid")
         return f"runs are sandboxed with bubblewrap ({self.bwrap}) as {who}; {self.limits_how}"
