@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from outpost.errors import Conflict
+from outpost.errors import Conflict, NotFound
 from outpost.store import migrate, users
 from outpost.store.db import Database
 from outpost.store.tables import Organization
@@ -40,5 +40,19 @@ async def set_password(url: str, email: str, password: str) -> None:
     try:
         async with db.write() as session:
             await users.set_password(session, email, hashed)
+    finally:
+        await db.dispose()
+
+
+async def issue_token(url: str, email: str, description: str) -> str:
+    """A new API token for an existing user."""
+    db = Database(url)
+    try:
+        async with db.write() as session:
+            user = await users.user_by_email(session, email)
+            if user is None:
+                raise NotFound(f"No user has the email {email!r}: invite them to an organization first.")
+            _, secret = await users.create_user_token(session, user.id, description[:200])
+        return secret
     finally:
         await db.dispose()

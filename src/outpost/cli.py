@@ -34,6 +34,22 @@ def _db_options(f: Callable[..., None]) -> Callable[..., None]:
     return f
 
 
+def _encryption_options(f: Callable[..., None]) -> Callable[..., None]:
+    f = click.option(
+        "--encryption-key-file",
+        envvar="OUTPOST_ENCRYPTION_KEY_FILE",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="File holding the encryption key(s).",
+    )(f)
+    f = click.option(
+        "--encryption-key",
+        envvar="OUTPOST_ENCRYPTION_KEY",
+        help="Key that encrypts secrets at rest (Fernet, base64); several, comma-separated, to rotate. "
+        "Default: a key generated into the data dir. Every replica needs the same key.",
+    )(f)
+    return f
+
+
 @main.command()
 @click.option("--host", envvar="OUTPOST_HOST", default="127.0.0.1")
 @click.option("--port", envvar="OUTPOST_PORT", type=int, default=8080)
@@ -74,6 +90,14 @@ def _db_options(f: Callable[..., None]) -> Callable[..., None]:
     "--metrics-token",
     envvar="OUTPOST_METRICS_TOKEN",
     help="Bearer token that scrapes /metrics (prefer the environment variable); /metrics is off without it.",
+)
+@_encryption_options
+@click.option(
+    "--builtin-agent-sandbox",
+    envvar="OUTPOST_BUILTIN_AGENT_SANDBOX",
+    type=click.Choice(["none", "bwrap"]),
+    default="none",
+    help="Sandbox of the built-in agent's runs (see `outpost agent --sandbox`).",
 )
 def server(**opts: object) -> None:
     """Run the control plane: the API, the agent protocol and (by default) a built-in agent."""
@@ -170,6 +194,41 @@ def server(**opts: object) -> None:
 )
 @click.option("--metrics-port", envvar="OUTPOST_AGENT_METRICS_PORT", type=click.IntRange(1, 65535))
 @click.option("--metrics-address", envvar="OUTPOST_AGENT_METRICS_ADDRESS", default="127.0.0.1")
+@click.option(
+    "--sandbox",
+    envvar="OUTPOST_AGENT_SANDBOX",
+    type=click.Choice(["none", "bwrap"]),
+    default="none",
+    help="Run each terraform process in its own namespaces with bubblewrap (see docs/security.md).",
+)
+@click.option(
+    "--run-as",
+    envvar="OUTPOST_AGENT_RUN_AS",
+    type=click.Choice(["unprivileged", "root"]),
+    default="unprivileged",
+    help="The uid of sandboxed runs: a uid of their own, or root for runs that need it.",
+)
+@click.option(
+    "--memory-limit",
+    "memory_limit_mb",
+    envvar="OUTPOST_AGENT_MEMORY_LIMIT",
+    type=click.IntRange(16),
+    help="MiB of memory per run (default with --sandbox bwrap: 2048).",
+)
+@click.option("--cpu-limit", envvar="OUTPOST_AGENT_CPU_LIMIT", type=click.FloatRange(0.01), help="CPUs per run.")
+@click.option(
+    "--pids-limit",
+    envvar="OUTPOST_AGENT_PIDS_LIMIT",
+    type=click.IntRange(8),
+    help="Processes per run (default with --sandbox bwrap: 1024).",
+)
+@click.option(
+    "--sandbox-uid-base",
+    envvar="OUTPOST_AGENT_SANDBOX_UID_BASE",
+    type=click.IntRange(1000, 2**31 - 70000),
+    default=1_000_000,
+    help="First of the uids given to sandboxed runs (one per concurrent run) when the agent runs as root.",
+)
 def agent(**opts: object) -> None:
     """Run an agent: register with a pool token, wait for jobs, run terraform, report back."""
     token = opts.pop("token")
@@ -197,6 +256,9 @@ def agent(**opts: object) -> None:
         for k, v in os.environ.items()
         if k.upper() in {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"}
     }
+    if opts["sandbox"] == "bwrap":
+        opts["memory_limit_mb"] = opts["memory_limit_mb"] or 2048
+        opts["pids_limit"] = opts["pids_limit"] or 1024
     config = AgentConfig(token=str(token), passthrough_env=passthrough, **opts)  # type: ignore[arg-type]
     configure(config.log_level, config.log_json)
     from outpost.agent.main import run
@@ -215,14 +277,39 @@ def _db_url(data_dir: Path, database_url: str | None) -> str:
 
 @admin.command()
 @_db_options
-def migrate(data_dir: Path, database_url: str | None) -> None:
-    """Apply database migrations."""
+@_encryption_options
+def migrate(
+    data_dir: Path, database_url: str | None, encryption_key: str | None, encryption_key_file: Path | None
+) -> None:
+    """Apply database migrations (with the server's encryption key: migrations may encrypt secrets)."""
+    from outpost.encryption import resolve_keys
+    from outpost.errors import ConfigError
     from outpost.store import migrate as migrations
 
     data_dir.mkdir(parents=True, exist_ok=True)
     url = _db_url(data_dir, database_url)
-    migrations.upgrade(url)
+    try:
+        keys = resolve_keys(encryption_key, encryption_key_file, data_dir, create=False)
+        migrations.upgrade(url, encryption_keys=keys)
+    except (ConfigError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"database at revision {migrations.current_revision(url)}")
+
+
+@admin.command("token")
+@_db_options
+@click.option("--email", required=True, help="The user's email address (the user must exist).")
+@click.option("--description", default="created with outpost admin token")
+def token(data_dir: Path, database_url: str | None, email: str, description: str) -> None:
+    """Create an API token for an existing user (for example a member invited through the API); print it last."""
+    from outpost.admin import issue_token
+    from outpost.errors import NotFound
+
+    try:
+        secret = asyncio.run(issue_token(_db_url(data_dir, database_url), email, description))
+    except NotFound as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(secret)
 
 
 @admin.command()

@@ -38,6 +38,11 @@ class ServerConfig:
     # Operations (docs/operations.md): a Terraform releases mirror for agents, and who may scrape /metrics.
     releases_dir: Path | None = None
     metrics_token: str | None = None
+    # Security (docs/security.md): the key that encrypts secrets at rest (else a key file in the data dir),
+    # and the sandbox of the built-in agent's runs.
+    encryption_key: str | None = None
+    encryption_key_file: Path | None = None
+    builtin_agent_sandbox: str = "none"
 
     @property
     def db_url(self) -> str:
@@ -77,6 +82,14 @@ class AgentConfig:
     hook_timeouts: dict[str, float] = field(default_factory=dict)
     metrics_port: int | None = None
     metrics_address: str = "127.0.0.1"
+    # Per-run isolation (docs/security.md): "none" or "bwrap"; the uid runs get ("unprivileged" or "root");
+    # limits per run (None: no limit; with bwrap, defaults apply).
+    sandbox: str = "none"
+    run_as: str = "unprivileged"
+    memory_limit_mb: int | None = None
+    cpu_limit: float | None = None
+    pids_limit: int | None = None
+    sandbox_uid_base: int = 1_000_000
 
     @property
     def cache_root(self) -> Path:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from outpost.domain.agents import AgentStatus
-from outpost.domain.jobs import JobOutcome, JobStatus
+from outpost.domain.jobs import JobOutcome, JobRight, JobStatus
 from outpost.domain.runs import RunStatus
 from outpost.errors import Forbidden, NotFound
 from outpost.store import agents, configs, jobs, migrate, pools, runs, users, workspaces
@@ -116,7 +116,7 @@ async def active_counts(db: Database, agent_ids: list[str]) -> dict[str, int]:
 async def finish_all(db: Database, claimed: list[Claimed]) -> None:
     async with db.write() as s:
         for c in claimed:
-            job = await jobs.authenticate(s, c.job_id, c.token, lock=True)
+            job = await jobs.authenticate(s, c.job_id, c.token, JobRight.READ, lock=True)
             await jobs.start(s, job)
             await jobs.finish(s, job, Result(outcome=JobOutcome.SUCCEEDED))
 
@@ -227,7 +227,7 @@ async def test_redeliver_rotates_the_job_credential(tmp_path: Path) -> None:
             assert await jobs.undelivered(s, a, [first.job_id]) == []
             assert await jobs.undelivered(s, b, []) == []
             # The original credential works until the job is redelivered.
-            assert (await jobs.authenticate(s, first.job_id, first.token)).id == first.job_id
+            assert (await jobs.authenticate(s, first.job_id, first.token, JobRight.READ)).id == first.job_id
 
         async with db.write() as s:
             assert await jobs.redeliver(s, first.job_id, b) is None, "only the holder gets a job redelivered"
@@ -239,19 +239,21 @@ async def test_redeliver_rotates_the_job_credential(tmp_path: Path) -> None:
 
         async with db.read() as s:
             with pytest.raises(NotFound):
-                await jobs.authenticate(s, first.job_id, first.token)
-            job = await jobs.authenticate(s, again.job_id, again.token)
+                await jobs.authenticate(s, first.job_id, first.token, JobRight.READ)
+            job = await jobs.authenticate(s, again.job_id, again.token, JobRight.READ)
             assert job.status == JobStatus.ASSIGNED.value
             assert job.agent_id == a
 
         # A started job is known to its agent: nothing is undelivered and it is not redelivered.
         async with db.write() as s:
-            await jobs.start(s, await jobs.authenticate(s, again.job_id, again.token, lock=True))
+            await jobs.start(s, await jobs.authenticate(s, again.job_id, again.token, JobRight.READ, lock=True))
         async with db.write() as s:
             assert await jobs.undelivered(s, a, []) == []
             assert await jobs.redeliver(s, again.job_id, a) is None
         async with db.read() as s:
-            assert (await jobs.authenticate(s, again.job_id, again.token)).status == JobStatus.RUNNING.value
+            assert (
+                await jobs.authenticate(s, again.job_id, again.token, JobRight.READ)
+            ).status == JobStatus.RUNNING.value
     finally:
         await db.dispose()
 
@@ -273,7 +275,7 @@ async def test_requeued_job_goes_to_another_agent(tmp_path: Path) -> None:
             assert await jobs.queue_depth(s, world.pool_id) == 1
             assert await agents.active_job_count(s, a) == 0
             with pytest.raises(NotFound):
-                await jobs.authenticate(s, first.job_id, first.token)
+                await jobs.authenticate(s, first.job_id, first.token, JobRight.READ)
 
         second = await claim_one(db, b)
         assert second is not None
@@ -281,7 +283,7 @@ async def test_requeued_job_goes_to_another_agent(tmp_path: Path) -> None:
         assert second.attempt == 2, "every claim increments the attempt"
         assert second.token != first.token
         async with db.read() as s:
-            job = await jobs.authenticate(s, second.job_id, second.token)
+            job = await jobs.authenticate(s, second.job_id, second.token, JobRight.READ)
             assert job.agent_id == b
             assert job.status == JobStatus.ASSIGNED.value
             assert await jobs.undelivered(s, a, []) == []
@@ -300,14 +302,16 @@ async def test_requeue_unstarted_only_takes_back_assigned_jobs(tmp_path: Path) -
         waiting = await claim_one(db, a)
         assert started is not None and waiting is not None
         async with db.write() as s:
-            await jobs.start(s, await jobs.authenticate(s, started.job_id, started.token, lock=True))
+            await jobs.start(s, await jobs.authenticate(s, started.job_id, started.token, JobRight.READ, lock=True))
         async with db.write() as s:
             assert await jobs.requeue_unstarted(s, a) == 1
         taken = await claim_one(db, b)
         assert taken is not None
         assert taken.job_id == waiting.job_id
         async with db.read() as s:
-            assert (await jobs.authenticate(s, started.job_id, started.token)).status == JobStatus.RUNNING.value
+            assert (
+                await jobs.authenticate(s, started.job_id, started.token, JobRight.READ)
+            ).status == JobStatus.RUNNING.value
     finally:
         await db.dispose()
 
@@ -320,18 +324,18 @@ async def test_finished_job_is_fenced(tmp_path: Path) -> None:
         claimed = await claim_one(db, a)
         assert claimed is not None
         async with db.write() as s:
-            job = await jobs.authenticate(s, claimed.job_id, claimed.token, lock=True)
+            job = await jobs.authenticate(s, claimed.job_id, claimed.token, JobRight.READ, lock=True)
             await jobs.start(s, job)
         async with db.write() as s:
-            job = await jobs.authenticate(s, claimed.job_id, claimed.token, lock=True)
+            job = await jobs.authenticate(s, claimed.job_id, claimed.token, JobRight.READ, lock=True)
             await jobs.finish(s, job, Result(outcome=JobOutcome.SUCCEEDED, has_changes=True, additions=1))
 
         async with db.read() as s:
             with pytest.raises(JobFenced) as caught:
-                await jobs.authenticate(s, claimed.job_id, claimed.token)
+                await jobs.authenticate(s, claimed.job_id, claimed.token, JobRight.READ)
             # A wrong secret stays a plain 404, fenced or not.
             with pytest.raises(NotFound):
-                await jobs.authenticate(s, claimed.job_id, "opj_wrong")
+                await jobs.authenticate(s, claimed.job_id, "opj_wrong", JobRight.READ)
             run = await runs.get(s, claimed.run_id)
             plan = await runs.plan_of(s, claimed.run_id)
             agent = await agents.get_agent(s, a)

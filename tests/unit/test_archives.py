@@ -141,3 +141,39 @@ def test_too_many_members(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(archives, "MAX_MEMBERS", 3)
     validate(_tar_gz(*(_file(f"f{i}.tf") for i in range(3))))
     assert "more than 3 entries" in _refused(_tar_gz(*(_file(f"f{i}.tf") for i in range(4)))).detail
+
+
+# --- links that escape only through other links (resolved as the kernel would) -----------------
+
+
+def test_link_through_a_link_to_the_root_escapes() -> None:
+    # "here" is the root itself; "here/.." is then the root's parent, although "up" reads as staying inside.
+    data = _tar_gz(_special("here", tarfile.SYMTYPE, "."), _special("up", tarfile.SYMTYPE, "here/.."))
+    assert "outside" in _refused(data).detail
+
+
+def test_file_written_through_a_link_to_outside_is_refused() -> None:
+    data = _tar_gz(_special("sub/deeper", tarfile.SYMTYPE, ".."), _special("d", tarfile.SYMTYPE, "sub/deeper/.."))
+    assert "outside" in _refused(data).detail
+    # A member path that goes through a link leading out, one link at a time.
+    data = _tar_gz(_special("a", tarfile.SYMTYPE, "b"), _special("b", tarfile.SYMTYPE, "."), _file("a/../evil"))
+    assert "outside" in _refused(data).detail
+
+
+def test_hard_link_through_a_symlink_is_refused() -> None:
+    data = _tar_gz(_special("root", tarfile.SYMTYPE, "."), _special("h", tarfile.LNKTYPE, "root/../etc/passwd"))
+    assert "outside" in _refused(data).detail
+
+
+def test_links_that_stay_inside_pass() -> None:
+    data = _tar_gz(
+        _file("modules/shared/main.tf"),
+        _special("envs/prod/shared", tarfile.SYMTYPE, "../../modules/shared"),
+        _special("envs/prod/main.tf", tarfile.LNKTYPE, "modules/shared/main.tf"),
+    )
+    validate(data)
+
+
+def test_link_loops_are_refused() -> None:
+    data = _tar_gz(_special("a", tarfile.SYMTYPE, "b"), _special("b", tarfile.SYMTYPE, "a"), _file("a/x"))
+    assert "outside" in _refused(data).detail

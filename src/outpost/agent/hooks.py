@@ -105,7 +105,10 @@ class Hooks:
         self.logs.line(f"Running the {name} hook")
         try:
             async with asyncio.timeout(limit):
-                code = await self.process.run([str(path)], cwd=cwd, env=hook_env, output=self.logs.write)
+                # The operator's own code: outside the run's sandbox, which hides the agent's data directory.
+                code = await self.process.run(
+                    [str(path)], cwd=cwd, env=hook_env, output=self.logs.write, sandboxed=False
+                )
         except TimeoutError:
             return self._fail(f"The {name} hook did not finish within {limit:g} s and was stopped.")
         if code != 0:

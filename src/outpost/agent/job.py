@@ -26,17 +26,22 @@ from outpost.agent.client import Client, JobGone
 from outpost.agent.hooks import HookResult, Hooks
 from outpost.agent.locks import LockAbandoned
 from outpost.agent.logstream import LogStream
+from outpost.agent.masking import Masker
 from outpost.agent.process import Process
 from outpost.agent.releases import ReleaseError, terraform_binary
+from outpost.agent.safefiles import UnsafeFile, read_beneath, write_new
+from outpost.agent.sandbox import RunSpace, Sandbox
 from outpost.agent.terraform import job_environment, tfvars
 from outpost.config import AgentConfig
 from outpost.domain.jobs import JobOutcome, Phase
-from outpost.errors import AgentError, ConfigError
+from outpost.errors import AgentError, ConfigError, Unprocessable
+from outpost.store import archives
 
 log = logging.getLogger("outpost.agent.job")
 
 OVERRIDE = 'terraform {\n  backend "local" {\n    path = "terraform.tfstate"\n  }\n}\n'
 _APPLY_SUMMARY = re.compile(rb"Resources: (\d+) added, (\d+) changed, (\d+) destroyed")
+MAX_RUN_FILE = 256 * 1024 * 1024  # a state or saved plan; the server takes no larger upload
 
 
 @dataclass
@@ -54,7 +59,15 @@ class StepFailed(AgentError):
 
 
 class Job:
-    def __init__(self, config: AgentConfig, client: Client, job_id: str, token: str, agent_label: str) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        client: Client,
+        job_id: str,
+        token: str,
+        agent_label: str,
+        sandbox: Sandbox | None = None,
+    ) -> None:
         self.config = config
         self.client = client
         self.id = job_id
@@ -65,6 +78,8 @@ class Job:
         self.fenced = False
         self._kill_timer: asyncio.TimerHandle | None = None
         self._cleanup: list[Path] = []
+        self.sandbox = sandbox
+        self.space: RunSpace | None = None
 
     # --- orders from outside -------------------------------------------------------------------------
 
@@ -93,9 +108,14 @@ class Job:
         metrics.JOBS_RUNNING.inc()
         root = self.config.data_dir / "jobs"
         root.mkdir(parents=True, exist_ok=True)
+        # The job directory is the agent's (mode 0700: the log spool lives here); terraform works in its
+        # "work" subdirectory, the only part a sandboxed run sees.
         jobdir = Path(tempfile.mkdtemp(prefix=f"{self.id}-", dir=root))
         logs: LogStream | None = None
         try:
+            if self.sandbox is not None:
+                self.space = self.sandbox.open(self.id, jobdir)
+                self.process.space = self.space
             payload = await self.client.job(self.id, self.token)
             logcontext.bind(run_id=payload["run"]["id"], workspace_id=payload["workspace"]["id"])
             logs = LogStream(
@@ -105,6 +125,7 @@ class Job:
                 jobdir / "log.spool",
                 base=int(payload.get("log_size", 0)),
                 on_cancel=self.cancel,
+                masker=Masker([v["value"] for v in payload["variables"] if v.get("sensitive")]),
             )
             await self.client.start(self.id, self.token)
             logs.start()
@@ -148,6 +169,8 @@ class Job:
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
             self.process.kill_group()
+            if self.space is not None:
+                self.space.close()
             for path in [jobdir, *self._cleanup]:
                 await asyncio.to_thread(shutil.rmtree, path, True)
 
@@ -177,7 +200,9 @@ class Job:
         logs.line(f"on linux_amd64 (Outpost agent {self.agent_label})")
         logs.line("Initializing plugins and modules...")
 
-        config_dir = jobdir / "config"
+        work = jobdir / "work"
+        work.mkdir(exist_ok=True)
+        config_dir = work / "config"
         config_dir.mkdir()
         archive = await self.client.download(self.id, self.token, "configuration")
         if not archive:
@@ -194,14 +219,14 @@ class Job:
         if prior:
             (workdir / "terraform.tfstate").write_bytes(prior)
 
-        home = jobdir / "home"
+        home = work / "home"
         home.mkdir()
         # A short TMPDIR of its own: provider plugins put Unix sockets there, and a socket path over
         # 108 bytes (easy under a deep data directory) makes the plugin fail to start.
         tmp = Path(tempfile.mkdtemp(prefix="outpost-"))
         self._cleanup.append(tmp)
-        rc_file = jobdir / "terraformrc"
-        rc_file.write_text(providers.cli_config(self.config))
+        rc_file = work / "terraformrc"
+        rc_file.write_text(providers.cli_config(self.config, use_cache=self._shared_cache))
         env = job_environment(
             home=home,
             tmp=tmp,
@@ -219,7 +244,7 @@ class Job:
         if pre.error is not None:
             return JobResult(JobOutcome.FAILED, pre.error)
         env.update(pre.exports)
-        result = await self._operate(phase, tf, workdir, jobdir, env, run, logs, prior)
+        result = await self._operate(phase, tf, workdir, work, env, run, logs, prior)
         if self.fenced or self.cancel_kind == "force":
             return result
         post = await hooks.run(f"post-{phase.value}", env, workdir)
@@ -233,12 +258,18 @@ class Job:
         if result.ran:
             metrics.HOOKS.labels(hook, "failed" if result.error else "passed").inc()
 
+    @property
+    def _shared_cache(self) -> bool:
+        """The agent's provider plugin cache is shared by its jobs; a sandboxed run does not get it, since
+        a cache runs can write to would let one plant a provider binary that another executes."""
+        return self.space is None or not self.space.sandboxed
+
     async def _operate(
         self,
         phase: Phase,
         tf: str,
         workdir: Path,
-        jobdir: Path,
+        work: Path,
         env: dict[str, str],
         run: dict[str, Any],
         logs: LogStream,
@@ -247,7 +278,9 @@ class Job:
         init_out = bytearray()
         waiting = time.monotonic()
         try:
-            async with providers.init_lock(self.config, logs.line, give_up=lambda: self.cancel_kind is not None):
+            async with providers.init_lock(
+                self.config, logs.line, give_up=lambda: self.cancel_kind is not None, use_cache=self._shared_cache
+            ):
                 metrics.CACHE_WAIT.observe(time.monotonic() - waiting)
                 if self.cancel_kind:
                     return JobResult(JobOutcome.CANCELED, "Canceled before terraform ran.")
@@ -263,18 +296,20 @@ class Job:
             return JobResult(JobOutcome.CANCELED, "Canceled before terraform ran.")
 
         if phase == Phase.PLAN:
-            return await self._plan(tf, workdir, jobdir, env, run, logs)
-        return await self._apply(tf, workdir, jobdir, env, logs, prior)
+            return await self._plan(tf, workdir, work, env, run, logs)
+        return await self._apply(tf, workdir, work, env, logs, prior)
 
     def _failed(self, step: str, code: int) -> JobResult:
+        if self.space is not None and self.space.killed_for_memory():
+            return JobResult(JobOutcome.FAILED, f"{step} was stopped: {self.space.memory_message()}")
         if self.cancel_kind:
             return JobResult(JobOutcome.CANCELED, f"{step} was canceled.")
         return JobResult(JobOutcome.FAILED, f"{step} exited with status {code}.")
 
     async def _plan(
-        self, tf: str, workdir: Path, jobdir: Path, env: dict[str, str], run: dict[str, Any], logs: LogStream
+        self, tf: str, workdir: Path, work: Path, env: dict[str, str], run: dict[str, Any], logs: LogStream
     ) -> JobResult:
-        plan_file = jobdir / "plan.tfplan"
+        plan_file = work / "plan.tfplan"
         argv = [tf, "plan", "-input=false", "-no-color", f"-out={plan_file}"]
         if run["is_destroy"]:
             argv.append("-destroy")
@@ -295,17 +330,23 @@ class Job:
         counts = summarize_plan(json.loads(shown))
         await self.client.upload(self.id, self.token, "plan-json", bytes(shown))
         if not run["plan_only"]:
-            await self.client.upload(self.id, self.token, "plan-file", plan_file.read_bytes())
+            saved = _run_file(work, plan_file)
+            if saved is None:
+                raise StepFailed("terraform plan left no saved plan.")
+            await self.client.upload(self.id, self.token, "plan-file", saved)
         return JobResult(JobOutcome.SUCCEEDED, **counts)
 
     async def _apply(
-        self, tf: str, workdir: Path, jobdir: Path, env: dict[str, str], logs: LogStream, prior: bytes | None
+        self, tf: str, workdir: Path, work: Path, env: dict[str, str], logs: LogStream, prior: bytes | None
     ) -> JobResult:
-        plan_file = jobdir / "plan.tfplan"
+        plan_file = work / "plan.tfplan"
         data = await self.client.download(self.id, self.token, "plan-file")
         if not data:
             raise StepFailed("The run's saved plan is missing.")
-        plan_file.write_bytes(data)
+        try:
+            write_new(work, plan_file.relative_to(work), data)
+        except UnsafeFile as exc:
+            raise StepFailed(f"The saved plan cannot be written: {exc}") from None
         seen = bytearray()
 
         def output(chunk: bytes) -> None:
@@ -317,9 +358,8 @@ class Job:
             [tf, "apply", "-input=false", "-no-color", str(plan_file)], cwd=workdir, env=env, output=output
         )
         # Upload the state whenever it changed, also after a failed or canceled apply: it is the truth now.
-        state_file = workdir / "terraform.tfstate"
-        if state_file.exists() and not self.fenced:
-            new_state = state_file.read_bytes()
+        new_state = None if self.fenced else _run_file(work, workdir / "terraform.tfstate")
+        if new_state is not None:
             if new_state and new_state != prior:
                 await self.client.upload(self.id, self.token, "state", new_state)
         match = _APPLY_SUMMARY.search(bytes(seen))
@@ -334,8 +374,22 @@ class Job:
         return JobResult(JobOutcome.SUCCEEDED, **counts)  # type: ignore[arg-type]
 
 
+def _run_file(work: Path, path: Path) -> bytes | None:
+    """A file terraform left in the work directory, read without following links the run may have planted
+    (see safefiles); an unsafe one fails the job."""
+    try:
+        return read_beneath(work, path.relative_to(work), MAX_RUN_FILE)
+    except UnsafeFile as exc:
+        raise StepFailed(f"The run left an unsafe file: {exc}.") from None
+
+
 def _extract(archive: bytes, dest: Path) -> None:
-    """Extract with tarfile's "data" filter: no absolute paths, no escaping links, no device files."""
+    """The server's checks again (a server is not trusted to have made them), then tarfile's "data" filter:
+    no absolute paths, no escaping links, no device files, and nothing written outside `dest`."""
+    try:
+        archives.validate(archive)
+    except Unprocessable as exc:
+        raise StepFailed(f"The configuration archive was refused: {exc.detail}") from None
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
             tar.extractall(dest, filter="data")

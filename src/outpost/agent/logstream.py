@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from outpost.agent.client import Client
+from outpost.agent.masking import Masker
 
 log = logging.getLogger("outpost.agent.logstream")
 
@@ -32,6 +33,7 @@ class LogStream:
         *,
         base: int = 0,
         on_cancel: Callable[[str], None] | None = None,
+        masker: Masker | None = None,
     ) -> None:
         self.client = client
         self.job_id = job_id
@@ -41,6 +43,8 @@ class LogStream:
         self.written = 0
         self.acked = 0
         self.on_cancel = on_cancel
+        # Sensitive values are replaced here, before anything reaches the spool or the server.
+        self.masker = masker
         self._data = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -49,6 +53,11 @@ class LogStream:
         self._task = asyncio.create_task(self._ship())
 
     def write(self, data: bytes) -> None:
+        if self.masker is not None:
+            data = self.masker.feed(data)
+        self._append(data)
+
+    def _append(self, data: bytes) -> None:
         if not data:
             return
         os.write(self.fd, data)
@@ -84,6 +93,8 @@ class LogStream:
 
     async def close(self) -> None:
         """Ship everything; returns once the server holds every byte."""
+        if self.masker is not None:
+            self._append(self.masker.flush())
         self._closing = True
         self._data.set()
         if self._task is not None:

@@ -19,9 +19,10 @@ from outpost.agent import network
 from outpost.agent.client import Client
 from outpost.agent.exitcodes import ExitCode
 from outpost.agent.metrics import MetricsServer
+from outpost.agent.sandbox import Sandbox
 from outpost.agent.worker import Worker, _Stop
 from outpost.config import AgentConfig
-from outpost.errors import AgentFatal, Retryable
+from outpost.errors import AgentFatal, ConfigError, Retryable
 
 log = logging.getLogger("outpost.agent")
 
@@ -36,6 +37,7 @@ class Agent:
         self.worker: Worker | None = None
         self.signals = 0
         self.stop_requested = asyncio.Event()
+        self.sandbox: Sandbox | None = None
 
     def _on_signal(self, signum: int) -> None:
         self.signals += 1
@@ -65,6 +67,18 @@ class Agent:
             self.config = replace(
                 self.config, passthrough_env={**self.config.passthrough_env, "SSL_CERT_FILE": str(bundle)}
             )
+        # Job directories (and their log spools) are the agent's alone (the sandbox may open this to 0711).
+        jobs = self.config.data_dir / "jobs"
+        jobs.mkdir(exist_ok=True)
+        jobs.chmod(0o700)
+        try:
+            # After the CA bundle: sandboxed runs are shown the certificates terraform is told to trust.
+            self.sandbox = Sandbox(self.config)
+            log.info("%s", await asyncio.to_thread(self.sandbox.check))
+        except ConfigError as exc:
+            log.error("%s", exc.detail)
+            await self.client.close()
+            return ExitCode.USAGE
         exporter = None
         if self.config.metrics_port is not None:
             exporter = MetricsServer(self.config.metrics_address, self.config.metrics_port)
@@ -98,7 +112,7 @@ class Agent:
         log.info(
             "registered as agent %s (heartbeat every %g s)", registration.agent_id, registration.heartbeat_interval
         )
-        self.worker = Worker(self.config, self.client, registration)
+        self.worker = Worker(self.config, self.client, registration, self.sandbox)
         if self.stop_requested.is_set():
             self.worker.drain()
         try:

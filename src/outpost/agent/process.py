@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from outpost.agent.sandbox import Launch, RunSpace
+
 log = logging.getLogger("outpost.agent.process")
 
 READ = 64 * 1024
@@ -24,12 +26,26 @@ REAPER = Path(__file__).with_name("reaper.py")
 
 
 class Process:
-    def __init__(self) -> None:
+    def __init__(self, space: RunSpace | None = None) -> None:
         self.proc: asyncio.subprocess.Process | None = None
         self.interrupted = False
         self.killed = False
+        # The job's sandbox and limits (outpost.agent.sandbox); None runs the command as it is.
+        self.space = space
 
-    async def run(self, argv: Sequence[str], *, cwd: Path, env: dict[str, str], output: Callable[[bytes], None]) -> int:
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        output: Callable[[bytes], None],
+        sandboxed: bool = True,
+    ) -> int:
+        """Run to the end, feeding `output`; the exit status. `sandboxed=False` runs outside the job's
+        sandbox and limits (the operator's hooks), still in a process group of its own."""
+        space = self.space if sandboxed else None
+        launch = space.launch(list(argv), cwd=cwd, env=env) if space else Launch(list(argv), env)
         # Through the reaper (see reaper.py), in a process group of its own: terraform and its providers
         # die with the agent, however the agent dies.
         self.proc = await asyncio.create_subprocess_exec(
@@ -38,24 +54,33 @@ class Process:
             "-S",
             str(REAPER),
             str(os.getpid()),
-            *argv,
+            *launch.reaper_options,
+            "--",
+            *launch.argv,
             cwd=cwd,
-            env=env,
+            env=launch.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
         assert self.proc.stdout is not None
+        watch = asyncio.create_task(space.watch(self.proc.pid, self.kill_group)) if space else None
         try:
             while chunk := await self.proc.stdout.read(READ):
                 output(chunk)
             return await self.proc.wait()
         finally:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
             # Whatever happened, nothing of this group outlives it (a provider that ignored its parent).
             self.kill_group()
             if self.proc.returncode is None:
                 await self.proc.wait()
+            if space is not None and space.killed_for_memory():
+                output(f"\n{space.memory_message()}\n".encode())
 
     def interrupt(self) -> None:
         """One SIGINT to the group (the reaper ignores it): a graceful stop that still saves state."""

@@ -27,14 +27,15 @@ from outpost.config import AgentConfig
 LOCK_NAME = ".init.lock"
 
 
-def cache_dir(config: AgentConfig) -> Path | None:
-    return config.cache_root / "providers" if config.provider_cache else None
+def cache_dir(config: AgentConfig, *, use_cache: bool = True) -> Path | None:
+    """The shared plugin cache; None when it is off, or not for this job (`use_cache`: see Job)."""
+    return config.cache_root / "providers" if config.provider_cache and use_cache else None
 
 
-def cli_config(config: AgentConfig) -> str:
+def cli_config(config: AgentConfig, *, use_cache: bool = True) -> str:
     """The job's terraform CLI configuration file."""
     lines = []
-    cache = cache_dir(config)
+    cache = cache_dir(config, use_cache=use_cache)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         lines.append(f"plugin_cache_dir = {json.dumps(str(cache))}")
@@ -52,11 +53,15 @@ def cli_config(config: AgentConfig) -> str:
 
 @asynccontextmanager
 async def init_lock(
-    config: AgentConfig, say: Callable[[str], None], give_up: Callable[[], bool] | None = None
+    config: AgentConfig,
+    say: Callable[[str], None],
+    give_up: Callable[[], bool] | None = None,
+    *,
+    use_cache: bool = True,
 ) -> AsyncIterator[None]:
     """Held around `terraform init`: the one command that writes to the shared plugin cache.
     LockAbandoned (locks.py) when `give_up` turns true while waiting."""
-    cache = cache_dir(config)
+    cache = cache_dir(config, use_cache=use_cache)
     if cache is None:
         yield
         return

@@ -1,5 +1,6 @@
 """A tiny guardian between the agent and a terraform process (stdlib only; run as a script, not imported).
 
+    python -I -S reaper.py <agent pid> [options] -- <program> [args...]
     python -I -S reaper.py <agent pid> <program> [args...]
 
 It dies with the agent: the kernel sends it SIGTERM when the agent exits in any way (kill -9 included,
@@ -10,30 +11,104 @@ running on, applying changes nobody can see.
 A graceful cancel is a SIGINT to the whole process group, as a terminal's Ctrl-C would send it: terraform
 runs as two processes (a panicwrap parent that ignores SIGINT and the real one that handles it), so a
 signal to the direct child alone is lost. The reaper itself ignores SIGINT; its child gets the default
-disposition back before exec.
+disposition back before exec, unless --keep-sigint-ignored (for bubblewrap, which would otherwise die of
+the SIGINT and take the sandbox down before terraform stops gracefully).
+
+Options, applied in the child before exec, in this order (see outpost.agent.sandbox and .limits):
+  --cgroup <path to cgroup.procs>   join the run's cgroup
+  --rlimit NAME=VALUE               set an rlimit (DATA, NPROC, ...), soft and hard
+  --nice N                          lower the priority
+  --uid N / --gid N                 drop to this uid and gid, with no supplementary groups
+  --subreaper                       (in the reaper) adopt orphaned descendants, so they stay countable
 """
 
 import ctypes
 import os
+import resource
 import signal
 import sys
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def parse(args: list[str]) -> tuple[dict[str, Any], list[str]]:
+    options: dict[str, Any] = {
+        "rlimits": [],
+        "cgroup": None,
+        "nice": 0,
+        "uid": None,
+        "gid": None,
+        "keep_int": False,
+        "sub": False,
+    }
+    if "--" not in args:
+        return options, args
+    split = args.index("--")
+    head, argv = args[:split], args[split + 1 :]
+    i = 0
+    while i < len(head):
+        flag = head[i]
+        if flag == "--keep-sigint-ignored":
+            options["keep_int"] = True
+        elif flag == "--subreaper":
+            options["sub"] = True
+        else:
+            value = head[i + 1]
+            i += 1
+            if flag == "--rlimit":
+                name, _, limit = value.partition("=")
+                options["rlimits"].append((getattr(resource, "RLIMIT_" + name), int(limit)))
+            elif flag == "--cgroup":
+                options["cgroup"] = value
+            elif flag == "--nice":
+                options["nice"] = int(value)
+            elif flag == "--uid":
+                options["uid"] = int(value)
+            elif flag == "--gid":
+                options["gid"] = int(value)
+            else:
+                raise SystemExit("reaper: unknown option " + flag)
+        i += 1
+    return options, argv
+
+
+def prepare_child(options: dict[str, Any]) -> None:
+    if options["cgroup"]:
+        with open(options["cgroup"], "w") as procs:
+            procs.write("0")  # "0" is the writing process itself
+    for which, limit in options["rlimits"]:
+        resource.setrlimit(which, (limit, limit))
+    if options["nice"]:
+        os.nice(options["nice"])
+    if options["gid"] is not None:
+        os.setgroups([])
+        os.setgid(options["gid"])
+    if options["uid"] is not None:
+        os.setuid(options["uid"])
+    if not options["keep_int"]:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def main() -> int:
     agent_pid = int(sys.argv[1])
-    argv = sys.argv[2:]
+    options, argv = parse(sys.argv[2:])
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != agent_pid:
         return 125  # the agent died before the death signal was armed
+    if options["sub"]:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     child = os.fork()
     if child == 0:
         try:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            prepare_child(options)
             os.execv(argv[0], argv)
+        except BaseException as exc:  # the message reaches the run's log through the shared stdout
+            sys.stderr.write("outpost: cannot start " + argv[0] + ": " + str(exc) + "\n")
+            sys.stderr.flush()
         finally:
             os._exit(127)
 

@@ -10,14 +10,18 @@ import random
 
 from outpost.agent.client import Client, Registration
 from outpost.agent.job import Job
+from outpost.agent.sandbox import Sandbox
 from outpost.config import AgentConfig
 
 log = logging.getLogger("outpost.agent.worker")
 
 
 class Worker:
-    def __init__(self, config: AgentConfig, client: Client, registration: Registration) -> None:
+    def __init__(
+        self, config: AgentConfig, client: Client, registration: Registration, sandbox: Sandbox | None = None
+    ) -> None:
         self.config = config
+        self.sandbox = sandbox
         self.client = client
         self.registration = registration
         self.jobs: dict[str, Job] = {}
@@ -103,7 +107,7 @@ class Worker:
                 job.cancel(order["kind"])
 
     def _start_job(self, job_id: str, token: str) -> None:
-        job = Job(self.config, self.client, job_id, token, self.label)
+        job = Job(self.config, self.client, job_id, token, self.label, self.sandbox)
         self.jobs[job_id] = job
         self.jobs_taken += 1
         log.info("job %s received", job_id)

@@ -54,3 +54,27 @@ class JobOutcome(StrEnum):
     FAILED = "failed"  # terraform exited non-zero
     CANCELED = "canceled"  # interrupted on request
     ERRORED = "errored"  # the agent could not run terraform (setup, download, upload)
+
+
+class JobRight(StrEnum):
+    """What a job credential may do; which phase may do what is the table below."""
+
+    READ = "read"  # the job's details (configuration variables included) and its start
+    READ_CONFIGURATION = "read-configuration"
+    READ_STATE = "read-state"
+    WRITE_LOG = "write-log"
+    FINISH = "finish"
+    WRITE_PLAN = "write-plan"  # the saved plan and its JSON
+    READ_PLAN = "read-plan"
+    WRITE_STATE = "write-state"
+
+
+_COMMON = frozenset(
+    {JobRight.READ, JobRight.READ_CONFIGURATION, JobRight.READ_STATE, JobRight.WRITE_LOG, JobRight.FINISH}
+)
+
+# A plan job writes a plan and never state; an apply job reads that plan and writes state.
+JOB_RIGHTS: dict[Phase, frozenset[JobRight]] = {
+    Phase.PLAN: _COMMON | {JobRight.WRITE_PLAN},
+    Phase.APPLY: _COMMON | {JobRight.READ_PLAN, JobRight.WRITE_STATE},
+}

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from outpost import __version__
 from outpost.config import ServerConfig
-from outpost.server import errors, metrics, releases, ui
+from outpost.server import errors, limits, metrics, releases, ui
 from outpost.server.agent_api import routes as agent_routes
 from outpost.server.api import (
     agent_pools,
@@ -21,9 +21,11 @@ from outpost.server.api import (
     plans,
     runs,
     state_versions,
+    teams,
+    tokens,
     workspaces,
 )
-from outpost.server.context import Outpost
+from outpost.server.context import Outpost, encryption_keys
 from outpost.server.dispatch import Dispatcher
 from outpost.server.monitor import Monitor
 from outpost.store import migrate
@@ -36,12 +38,14 @@ def create_app(config: ServerConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        keys = encryption_keys(config)
         if config.migrate:
-            await asyncio.to_thread(migrate.upgrade, config.db_url)
+            await asyncio.to_thread(migrate.upgrade, config.db_url, encryption_keys=keys)
         db = Database(config.db_url)
         state = Outpost(config=config, db=db, dispatcher=Dispatcher())
         state.attach()
         await state.load_secret()
+        await state.load_encryption(keys)
         app.state.outpost = state
         monitor = Monitor(state)
         monitor_task = asyncio.create_task(monitor.run())
@@ -66,6 +70,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(discovery.router)
     for module in (organizations, agent_pools, workspaces, configuration_versions, runs, plans, state_versions):
         app.include_router(module.router, prefix=API)
+    for module in (teams, tokens):
+        app.include_router(module.router, prefix=API)
+    limits.install(app)
     app.include_router(agent_routes.router)
     app.include_router(metrics.router)
     app.include_router(releases.router)

@@ -68,6 +68,8 @@ class BuiltinAgent:
         ]
         if self.config.tools_dir is not None:
             cmd += ["--tools-dir", str(self.config.tools_dir.resolve())]
+        if self.config.builtin_agent_sandbox != "none":
+            cmd += ["--sandbox", self.config.builtin_agent_sandbox]
         env = {k: v for k, v in os.environ.items() if not k.startswith("OUTPOST_")}
         env["OUTPOST_AGENT_TOKEN"] = self._secret
         self.process = await asyncio.create_subprocess_exec(

@@ -11,6 +11,7 @@ from fastapi import Request
 from sqlalchemy.exc import IntegrityError
 
 from outpost.config import ServerConfig
+from outpost.encryption import Encryptor, resolve_keys
 from outpost.server.dispatch import Dispatcher
 from outpost.store import events
 from outpost.store.db import Database
@@ -23,6 +24,7 @@ class Outpost:
     db: Database
     dispatcher: Dispatcher
     secret: bytes = b""
+    encryptor: Encryptor | None = None
 
     def attach(self) -> None:
         self.db.on_commit = self._after_commit
@@ -52,17 +54,44 @@ class Outpost:
         assert row is not None
         self.secret = bytes.fromhex(row.value)
 
+    async def load_encryption(self, keys: list[str]) -> None:
+        """The key that encrypts secrets at rest, checked against the canary the database keeps."""
+        box = Encryptor(keys)
+        async with self.db.read() as session:
+            row = await session.get(Setting, "encryption_check")
+        if row is None:
+            try:
+                async with self.db.write() as session:
+                    session.add(Setting(key="encryption_check", value=box.canary()))
+            except IntegrityError:
+                pass  # another replica made it first; checked below
+            async with self.db.read() as session:
+                row = await session.get(Setting, "encryption_check")
+        assert row is not None
+        box.check_canary(row.value)
+        self.encryptor = box
+
+    @property
+    def box(self) -> Encryptor:
+        assert self.encryptor is not None, "load_encryption() runs at startup"
+        return self.encryptor
+
     def capability(self, purpose: str, resource_id: str) -> str:
         mac = hmac.new(self.secret, f"{purpose}:{resource_id}".encode(), hashlib.sha256).hexdigest()
         return mac[:40]
 
     def check_capability(self, purpose: str, resource_id: str, presented: str) -> bool:
-        return hmac.compare_digest(self.capability(purpose, resource_id), presented)
+        # Bytes, not str: compare_digest refuses non-ASCII strings (a TypeError, so a 500, for a mangled URL).
+        return hmac.compare_digest(self.capability(purpose, resource_id).encode(), presented.encode())
 
     def base_url(self, request: Request) -> str:
         if self.config.external_url:
             return self.config.external_url.rstrip("/")
         return str(request.base_url).rstrip("/")
+
+
+def encryption_keys(config: ServerConfig) -> list[str]:
+    return resolve_keys(config.encryption_key, config.encryption_key_file, config.data_dir)
 
 
 def outpost(request: Request) -> Outpost:

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from outpost.errors import BadRequest, OutpostError, PayloadTooLarge, Unprocessable
+from outpost.errors import BadRequest, Conflict, OutpostError, PayloadTooLarge, Unprocessable
 
 MEDIA_TYPE = "application/vnd.api+json"
 MAX_BODY = 1024 * 1024
@@ -196,3 +196,17 @@ class Page:
                 "total-count": total,
             }
         }
+
+
+def expect_type(body: dict[str, Any], expected: str) -> None:
+    """JSON:API: a resource object of another type is a conflict (409). An empty type is tolerated, as
+    go-tfe sends `{"data":{"type":""}}` for actions."""
+    data = body.get("data")
+    if not isinstance(data, dict):
+        return
+    given = data.get("type")
+    if given in (None, "") or given == expected:
+        return
+    if not isinstance(given, str):
+        raise Unprocessable('"data.type" must be a string.', title="invalid document")
+    raise Conflict(f'This endpoint takes a resource of type "{expected}", not "{given[:100]}".', title="wrong type")

@@ -9,15 +9,17 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.domain.agents import AgentStatus
-from outpost.domain.jobs import ACTIVE_JOB, JobOutcome, JobStatus, Phase, check_job_transition
+from outpost.domain.agents import LIVE, AgentStatus
+from outpost.domain.jobs import ACTIVE_JOB, JOB_RIGHTS, JobOutcome, JobRight, JobStatus, Phase, check_job_transition
 from outpost.domain.runs import PhaseStatus, RunEvent, RunStatus
+from outpost.encryption import Encryptor
 from outpost.errors import Conflict, Forbidden, NotFound
-from outpost.ids import TokenKind, hash_secret, new_secret
+from outpost.ids import TokenKind, hash_secret, new_secret, secrets_match
 from outpost.store import agents as agents_store
 from outpost.store import blobs, configs, events, logs, state
 from outpost.store import runs as runs_store
-from outpost.store.tables import Agent, Job, Run, Variable, Workspace
+from outpost.store.tables import Agent, AgentToken, Job, Run, Variable, Workspace
+from outpost.store.workspaces import plain_value
 from outpost.timeutil import utcnow
 
 
@@ -130,18 +132,31 @@ async def redeliver(session: AsyncSession, job_id: str, agent_id: str) -> Claime
     return Claimed(job_id=row.id, token=secret, phase=row.phase, run_id=row.run_id, attempt=row.attempt)
 
 
-async def authenticate(session: AsyncSession, job_id: str, secret: str, *, lock: bool = False) -> Job:
+async def authenticate(session: AsyncSession, job_id: str, secret: str, right: JobRight, *, lock: bool = False) -> Job:
+    """The job, if `secret` is its current credential, the job is active, its agent may still work, and
+    the job's phase holds `right`. A credential never reaches another job (404, as if it did not exist)."""
     query = select(Job).where(Job.id == job_id)
     if lock:
         query = query.with_for_update()
     job = (await session.execute(query)).scalar_one_or_none()
-    if job is None or job.token_hash is None or job.token_hash != hash_secret(secret):
+    if job is None or job.token_hash is None or not secrets_match(secret, job.token_hash):
         raise NotFound(f"Job {job_id!r} was not found.")
     if JobStatus(job.status) not in ACTIVE_JOB:
         raise JobFenced(
             f"Job {job_id} is {job.status}: the server no longer accepts anything for it.",
             title="job no longer active",
         )
+    holder = (
+        await session.execute(
+            select(Agent.status, AgentToken.revoked_at)
+            .join(AgentToken, AgentToken.id == Agent.token_id)
+            .where(Agent.id == job.agent_id)
+        )
+    ).first()
+    if holder is None or AgentStatus(holder.status) not in LIVE or holder.revoked_at is not None:
+        raise JobFenced(f"Job {job_id}'s agent may no longer work.", title="job no longer active")
+    if right not in JOB_RIGHTS[Phase(job.phase)]:
+        raise Forbidden(f"A {job.phase} job's credential cannot {right.value.replace('-', ' ')}.", title="not allowed")
     return job
 
 
@@ -166,7 +181,7 @@ async def start(session: AsyncSession, job: Job) -> None:
     phase.agent_id = job.agent_id
 
 
-async def payload(session: AsyncSession, job: Job) -> dict[str, Any]:
+async def payload(session: AsyncSession, job: Job, box: Encryptor) -> dict[str, Any]:
     """Everything the agent needs to execute the job, sensitive variable values included."""
     run = await runs_store.get(session, job.run_id)
     workspace = await session.get(Workspace, run.workspace_id)
@@ -198,7 +213,7 @@ async def payload(session: AsyncSession, job: Job) -> dict[str, Any]:
             "working_directory": workspace.working_directory or "",
         },
         "variables": [
-            {"key": v.key, "value": v.value, "category": v.category, "hcl": v.hcl, "sensitive": v.sensitive}
+            {"key": v.key, "value": plain_value(v, box), "category": v.category, "hcl": v.hcl, "sensitive": v.sensitive}
             for v in variables
         ],
         "log_size": phase.log_size,

@@ -19,12 +19,14 @@ def alembic_config() -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, encryption_keys: list[str] | None = None) -> None:
+    """Migrate to `revision`. Migrations that encrypt stored secrets use `encryption_keys`."""
     engine = create_engine(sync_url(url), poolclass=pool.NullPool)
     try:
         with engine.begin() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
+            config.attributes["encryption_keys"] = [k.encode() for k in encryption_keys or []]
             command.upgrade(config, revision)
     finally:
         engine.dispose()

@@ -66,6 +66,20 @@ async def set_allowed_workspaces(session: AsyncSession, pool: AgentPool, workspa
     await session.flush()
 
 
+async def check_linked_allowed(session: AsyncSession, pool: AgentPool) -> None:
+    """A pool limited to allowed workspaces must allow every workspace that already uses it (422)."""
+    if pool.organization_scoped:
+        return
+    allowed = set(await allowed_workspaces(session, pool.id))
+    outside = [ws.name for ws in await linked_workspaces(session, pool.id) if ws.id not in allowed]
+    if outside:
+        raise Unprocessable(
+            f"Workspaces {', '.join(outside)} use agent pool {pool.name!r}: add them to its allowed workspaces, "
+            "or move them to another pool, before limiting the pool.",
+            title="agent pool in use",
+        )
+
+
 async def allowed_workspaces(session: AsyncSession, pool_id: str) -> list[str]:
     return list(
         (
@@ -107,7 +121,7 @@ async def agent_counts(session: AsyncSession, pool_ids: list[str]) -> dict[str, 
         .where(Agent.pool_id.in_(pool_ids), Agent.status.in_([s.value for s in COUNTED]))
         .group_by(Agent.pool_id)
     )
-    return {pool_id: count for pool_id, count in rows.tuples()}
+    return {pool_id: count for pool_id, count in rows.all()}
 
 
 async def delete_pool(session: AsyncSession, pool: AgentPool) -> None:

@@ -70,6 +70,10 @@ class Team(Base):
     # Owners manage everything in the organization, agent pools and tokens included.
     is_owners: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
+    # Organization access (Terraform Cloud's names): see outpost.domain.permissions.
+    read_workspaces: Mapped[bool] = mapped_column(Boolean, default=False)
+    manage_workspaces: Mapped[bool] = mapped_column(Boolean, default=False)
+    manage_membership: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class TeamMember(Base):
@@ -174,6 +178,8 @@ class Variable(Base):
     sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
+    # A sensitive variable's value, encrypted with the server's key (`value` is then empty).
+    value_ciphertext: Mapped[str | None] = mapped_column(Text)
 
 
 class Blob(Base):
@@ -344,3 +350,24 @@ class SignInFailure(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     ip: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime]
+class OrganizationMembership(Base):
+    """A user's membership of an organization; teams group members and carry access."""
+
+    __tablename__ = "organization_memberships"
+    __table_args__ = (UniqueConstraint("organization_id", "user_id"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+
+
+class TeamWorkspace(Base):
+    """A team's access level to one workspace (Terraform Cloud's team-workspaces)."""
+
+    __tablename__ = "team_workspaces"
+    __table_args__ = (UniqueConstraint("team_id", "workspace_id"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    access: Mapped[str] = mapped_column(String(8))  # read | plan | write | admin
+    created_at: Mapped[datetime]

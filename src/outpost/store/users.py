@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost.domain.workspaces import check_organization_name
 from outpost.errors import Conflict, NotFound, Unauthorized
 from outpost.ids import TokenKind, hash_secret, new_id, new_secret
-from outpost.store.tables import Organization, Team, TeamMember, User, UserToken
+from outpost.store import access
+from outpost.store.tables import Organization, OrganizationMembership, Team, TeamMember, User, UserToken
 from outpost.timeutil import utcnow
 
 OWNERS = "owners"
@@ -62,7 +63,27 @@ async def ensure_user(session: AsyncSession, email: str) -> User:
     return user
 
 
+async def ensure_membership(session: AsyncSession, org_id: str, user_id: str) -> OrganizationMembership:
+    found = (
+        await session.execute(
+            select(OrganizationMembership).where(
+                OrganizationMembership.organization_id == org_id, OrganizationMembership.user_id == user_id
+            )
+        )
+    ).scalar_one_or_none()
+    if found is None:
+        found = OrganizationMembership(id=new_id("ou"), organization_id=org_id, user_id=user_id, created_at=utcnow())
+        session.add(found)
+        await session.flush()
+    return found
+
+
 async def add_member(session: AsyncSession, team_id: str, user_id: str) -> None:
+    """Put the user in the team (and so in its organization)."""
+    team = await session.get(Team, team_id)
+    if team is None:
+        raise NotFound(f"Team {team_id!r} was not found.")
+    await ensure_membership(session, team.organization_id, user_id)
     if await session.get(TeamMember, (team_id, user_id)) is None:
         session.add(TeamMember(team_id=team_id, user_id=user_id))
         await session.flush()
@@ -95,6 +116,29 @@ async def authenticate(session: AsyncSession, secret: str) -> Principal:
     return Principal(user_id=row.user_id, email=row.email, token_id=row.id)
 
 
+async def list_user_tokens(session: AsyncSession, user_id: str) -> list[UserToken]:
+    return list(
+        (
+            await session.execute(
+                select(UserToken)
+                .where(UserToken.user_id == user_id, UserToken.revoked_at.is_(None))
+                .order_by(UserToken.created_at, UserToken.id)
+            )
+        ).scalars()
+    )
+
+
+async def get_user_token(session: AsyncSession, token_id: str) -> UserToken | None:
+    token = await session.get(UserToken, token_id)
+    return None if token is None or token.revoked_at is not None else token
+
+
+async def revoke_user_token(session: AsyncSession, token: UserToken) -> None:
+    """Revoked at once: the next request with it is refused (tokens are looked up on every request)."""
+    token.revoked_at = utcnow()
+    await session.flush()
+
+
 async def touch_user_token(session: AsyncSession, token_id: str) -> None:
     await session.execute(update(UserToken).where(UserToken.id == token_id).values(last_used_at=utcnow()))
 
@@ -107,20 +151,10 @@ class Membership:
 
 async def membership(session: AsyncSession, user_id: str, org_id: str) -> Membership:
     """The user's standing in the organization; NotFound if not a member (other orgs are invisible)."""
-    rows = (
-        (
-            await session.execute(
-                select(Team.is_owners)
-                .join(TeamMember, TeamMember.team_id == Team.id)
-                .where(Team.organization_id == org_id, TeamMember.user_id == user_id)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    if not rows:
+    found = await access.standing(session, user_id, org_id)
+    if found is None:
         raise NotFound(f"Organization {org_id!r} was not found.")
-    return Membership(organization_id=org_id, is_owner=any(rows))
+    return Membership(organization_id=org_id, is_owner=found.is_owner)
 
 
 async def organizations_of(session: AsyncSession, user_id: str) -> list[Organization]:
@@ -128,10 +162,8 @@ async def organizations_of(session: AsyncSession, user_id: str) -> list[Organiza
         (
             await session.execute(
                 select(Organization)
-                .join(Team, Team.organization_id == Organization.id)
-                .join(TeamMember, TeamMember.team_id == Team.id)
-                .where(TeamMember.user_id == user_id)
-                .distinct()
+                .join(OrganizationMembership, OrganizationMembership.organization_id == Organization.id)
+                .where(OrganizationMembership.user_id == user_id)
                 .order_by(Organization.id)
             )
         ).scalars()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from outpost.domain.jobs import JobStatus
 from outpost.domain.workspaces import (
     DEFAULT_TERRAFORM_VERSION,
     ExecutionMode,
@@ -15,13 +17,16 @@ from outpost.domain.workspaces import (
     check_terraform_version,
     check_workspace_name,
 )
+from outpost.encryption import Encryptor
 from outpost.errors import Conflict, NotFound, Unprocessable
 from outpost.ids import new_id
-from outpost.store.tables import AgentPool, PoolAllowedWorkspace, Variable, Workspace
+from outpost.store import events
+from outpost.store.pools import BUILTIN_POOL_ID, ensure_builtin_pool
+from outpost.store.tables import AgentPool, Job, PoolAllowedWorkspace, Run, Variable, Workspace
 from outpost.timeutil import utcnow
 
 _UNSET: Any = object()
-UNSET: Any = _UNSET  # for callers: "leave this field as it is"
+UNSET: Any = _UNSET  # "leave as it is", for callers that compare settings with a workspace
 
 
 @dataclass
@@ -64,6 +69,15 @@ async def _check_pool(session: AsyncSession, workspace: Workspace, pool_id: str)
             )
 
 
+def changes_execution(settings: WorkspaceSettings, workspace: Workspace) -> bool:
+    """Whether the settings change where the workspace's runs execute (mode or pool): admin access only."""
+    mode = settings.execution_mode
+    pool = settings.agent_pool_id
+    return (mode is not UNSET and mode != workspace.execution_mode) or (
+        pool is not UNSET and (pool or None) != workspace.agent_pool_id
+    )
+
+
 async def apply_settings(session: AsyncSession, workspace: Workspace, settings: WorkspaceSettings) -> None:
     if settings.name is not _UNSET and settings.name != workspace.name:
         name = check_workspace_name(settings.name)
@@ -89,9 +103,12 @@ async def apply_settings(session: AsyncSession, workspace: Workspace, settings: 
     check_mode_and_version(mode, version)
     if pool_id is not None and pool_id != workspace.agent_pool_id:
         await _check_pool(session, workspace, pool_id)
+    rerouted = mode.value != workspace.execution_mode or pool_id != workspace.agent_pool_id
     workspace.execution_mode = mode.value
     workspace.terraform_version = version
     workspace.agent_pool_id = pool_id
+    if rerouted:
+        await _reroute_queued_jobs(session, workspace)
     if settings.auto_apply is not _UNSET and settings.auto_apply is not None:
         if not isinstance(settings.auto_apply, bool):
             raise Unprocessable("auto-apply must be true or false.")
@@ -104,6 +121,28 @@ async def apply_settings(session: AsyncSession, workspace: Workspace, settings: 
         workspace.source = settings.source
     workspace.updated_at = utcnow()
     await session.flush()
+
+
+async def _reroute_queued_jobs(session: AsyncSession, workspace: Workspace) -> None:
+    """Jobs still waiting for an agent follow the workspace to its new pool: a run never reaches an agent
+    outside the pool its workspace names (a job an agent already holds is not taken back)."""
+    if workspace.execution_mode == ExecutionMode.LOCAL.value:
+        return
+    target = workspace.agent_pool_id if workspace.execution_mode == ExecutionMode.AGENT.value else BUILTIN_POOL_ID
+    if target == BUILTIN_POOL_ID:
+        await ensure_builtin_pool(session)
+    moved: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+        update(Job)
+        .where(
+            Job.run_id.in_(select(Run.id).where(Run.workspace_id == workspace.id)),
+            Job.status == JobStatus.QUEUED.value,
+            Job.pool_id != target,
+        )
+        .values(pool_id=target)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount:
+        events.wake_pool(session, str(target), moved.rowcount)
 
 
 async def create(session: AsyncSession, org_id: str, settings: WorkspaceSettings) -> Workspace:
@@ -152,9 +191,18 @@ async def get_by_name(session: AsyncSession, org_id: str, name: str) -> Workspac
 
 
 async def list_for(
-    session: AsyncSession, org_id: str, *, search: str | None, offset: int, limit: int
+    session: AsyncSession,
+    org_id: str,
+    *,
+    search: str | None,
+    offset: int,
+    limit: int,
+    only: set[str] | None = None,
 ) -> tuple[list[Workspace], int]:
+    """`only`, when given, restricts the list to those workspace ids (what a member may see)."""
     query = select(Workspace).where(Workspace.organization_id == org_id)
+    if only is not None:
+        query = query.where(Workspace.id.in_(sorted(only)))
     if search:
         query = query.where(Workspace.name.contains(search, autoescape=True))
     total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
@@ -189,6 +237,7 @@ async def unlock(session: AsyncSession, workspace: Workspace, user_id: str, *, f
 # --- variables ----------------------------------------------------------------------------------
 
 CATEGORIES = ("terraform", "env")
+MAX_VALUE = 256 * 1024
 
 
 async def list_variables(session: AsyncSession, workspace_id: str) -> list[Variable]:
@@ -201,12 +250,24 @@ async def list_variables(session: AsyncSession, workspace_id: str) -> list[Varia
     )
 
 
+# A key ends up in a tfvars file or an environment: only names that are names there.
+_KEY_PATTERNS = {
+    "terraform": re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$"),
+    "env": re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"),
+}
+
+
 def _check_variable(key: object, category: object) -> tuple[str, str]:
-    if not isinstance(key, str) or not key or len(key) > 255:
-        raise Unprocessable("A variable needs a key of 1 to 255 characters.", title="invalid variable")
     if category not in CATEGORIES:
-        raise Unprocessable(f"category {category!r} is not terraform or env.", title="invalid variable")
+        raise Unprocessable(f"category {str(category)[:50]!r} is not terraform or env.", title="invalid variable")
     assert isinstance(category, str)
+    if not isinstance(key, str) or not _KEY_PATTERNS[category].match(key):
+        raise Unprocessable(
+            f"A {category} variable needs a key of 1 to 255 letters, digits and '_'"
+            + (" or '-'" if category == "terraform" else "")
+            + ", not starting with a digit.",
+            title="invalid variable",
+        )
     return key, category
 
 
@@ -220,10 +281,13 @@ async def create_variable(
     hcl: bool,
     sensitive: bool,
     description: str | None,
+    box: Encryptor,
 ) -> Variable:
     key, category = _check_variable(key, category)
     if value is not None and not isinstance(value, str):
         raise Unprocessable("A variable's value is a string.", title="invalid variable")
+    if description is not None and len(description) > 10_000:
+        raise Unprocessable("A variable's description is at most 10000 characters.", title="invalid variable")
     exists = await session.execute(
         select(Variable.id).where(
             Variable.workspace_id == workspace.id, Variable.key == key, Variable.category == category
@@ -235,16 +299,75 @@ async def create_variable(
         id=new_id("var"),
         workspace_id=workspace.id,
         key=key,
-        value=value or "",
+        value="",
         category=category,
         hcl=hcl,
-        sensitive=sensitive,
+        sensitive=False,
         description=description,
         created_at=utcnow(),
     )
+    set_value(variable, value or "", sensitive=sensitive, box=box)
     session.add(variable)
     await session.flush()
     return variable
+
+
+def set_value(variable: Variable, value: str, *, sensitive: bool, box: Encryptor) -> None:
+    """Sensitive values are stored only encrypted; a variable once sensitive stays so (Terraform Cloud's rule)."""
+    if "\x00" in value:
+        raise Unprocessable("A variable's value cannot contain NUL characters.", title="invalid variable")
+    if len(value) > MAX_VALUE:
+        raise Unprocessable(f"A variable's value is at most {MAX_VALUE} characters.", title="invalid variable")
+    variable.sensitive = variable.sensitive or sensitive
+    if variable.sensitive:
+        variable.value = ""
+        variable.value_ciphertext = box.encrypt(value)
+    else:
+        variable.value = value
+        variable.value_ciphertext = None
+
+
+def plain_value(variable: Variable, box: Encryptor) -> str:
+    """The value as terraform needs it (for the job that runs it; never for the API)."""
+    if variable.value_ciphertext is not None:
+        return box.decrypt(variable.value_ciphertext)
+    return variable.value
+
+
+async def update_variable(session: AsyncSession, variable: Variable, attrs: dict[str, Any], *, box: Encryptor) -> None:
+    if "key" in attrs:
+        key, _ = _check_variable(attrs["key"], variable.category)
+        if key != variable.key:
+            taken = await session.execute(
+                select(Variable.id).where(
+                    Variable.workspace_id == variable.workspace_id,
+                    Variable.key == key,
+                    Variable.category == variable.category,
+                )
+            )
+            if taken.first():
+                raise Conflict(f"A {variable.category} variable {key!r} already exists.", title="variable exists")
+            variable.key = key
+    sensitive = attrs.get("sensitive")
+    if sensitive is not None and not isinstance(sensitive, bool):
+        raise Unprocessable('"sensitive" must be true or false.', title="invalid attribute")
+    if "value" in attrs:
+        value = attrs["value"]
+        if value is not None and not isinstance(value, str):
+            raise Unprocessable("A variable's value is a string.", title="invalid variable")
+        set_value(variable, value or "", sensitive=bool(sensitive), box=box)
+    elif sensitive and not variable.sensitive:
+        set_value(variable, variable.value, sensitive=True, box=box)
+    if "hcl" in attrs:
+        if not isinstance(attrs["hcl"], bool):
+            raise Unprocessable('"hcl" must be true or false.', title="invalid attribute")
+        variable.hcl = attrs["hcl"]
+    if "description" in attrs:
+        description = attrs["description"]
+        if description is not None and (not isinstance(description, str) or len(description) > 10_000):
+            raise Unprocessable('"description" must be a string of at most 10000 characters.')
+        variable.description = description
+    await session.flush()
 
 
 async def get_variable(session: AsyncSession, workspace_id: str, var_id: str) -> Variable:
@@ -252,27 +375,3 @@ async def get_variable(session: AsyncSession, workspace_id: str, var_id: str) ->
     if variable is None or variable.workspace_id != workspace_id:
         raise NotFound(f"Variable {var_id!r} was not found.")
     return variable
-
-
-async def update_variable(
-    session: AsyncSession,
-    variable: Variable,
-    *,
-    key: str | None = None,
-    value: str | None = None,
-    hcl: bool | None = None,
-    description: str | None = _UNSET,
-    sensitive: bool | None = None,
-) -> None:
-    """Change what is given (None leaves a field as it is); sensitive is one-way, as in Terraform Cloud."""
-    if key is not None:
-        variable.key, _ = _check_variable(key, variable.category)
-    if value is not None:
-        variable.value = value
-    if hcl is not None:
-        variable.hcl = hcl
-    if description is not _UNSET:
-        variable.description = description
-    if sensitive:
-        variable.sensitive = True
-    await session.flush()

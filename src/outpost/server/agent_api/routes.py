@@ -16,8 +16,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from outpost import AGENT_PROTOCOL_VERSION, SUPPORTED_AGENT_PROTOCOLS, __version__
-from outpost.domain.jobs import JobOutcome
+from outpost.domain.jobs import JobOutcome, JobRight
 from outpost.errors import BadRequest, Conflict, Unauthorized, Unprocessable
+from outpost.ids import TokenKind, secret_kind
 from outpost.server import jsonapi, metrics
 from outpost.server.auth import bearer
 from outpost.server.context import Outpost, outpost
@@ -25,7 +26,6 @@ from outpost.store import agents as agents_store
 from outpost.store import jobs as jobs_store
 from outpost.store import logs, pools
 from outpost.store.jobs import Result
-from outpost.store.tables import Job
 
 router = APIRouter(prefix="/api/agent/v1", tags=["agent protocol"])
 
@@ -39,10 +39,20 @@ class ProtocolMismatch(BadRequest):
     reason = "protocol_mismatch"
 
 
-def _token(request: Request) -> str:
+_CREDENTIALS = {
+    TokenKind.POOL: "the agent pool's token (opa_...)",
+    TokenKind.AGENT_SESSION: "the agent's session credential (ops_...)",
+    TokenKind.JOB: "the job's own credential (opj_...)",
+}
+
+
+def _token(request: Request, kind: str) -> str:
+    """The bearer credential, if it is of the kind this endpoint takes: each credential has its one part."""
     token = bearer(request)
     if token is None:
         raise Unauthorized("Send the credential as 'Authorization: Bearer <token>'.")
+    if secret_kind(token) != kind:
+        raise Unauthorized(f"This endpoint takes {_CREDENTIALS[kind]}.")
     return token
 
 
@@ -77,7 +87,7 @@ async def register(request: Request, app: Outpost = Depends(outpost)) -> Respons
         raise Unprocessable('"name" must be a string of at most 200 characters.')
     capacity = _int(body, "capacity", 1, 1, 64)
     async with app.db.write() as session:
-        token = await pools.authenticate_pool_token(session, _token(request))
+        token = await pools.authenticate_pool_token(session, _token(request, TokenKind.POOL))
         agent, secret = await agents_store.register(
             session,
             token,
@@ -130,7 +140,7 @@ async def poll(request: Request, app: Outpost = Depends(outpost)) -> Response:
     (an answer cut off, a poll the agent abandoned) and is delivered again with a fresh credential.
     """
     body = await jsonapi.read_body(request)
-    secret = _token(request)
+    secret = _token(request, TokenKind.AGENT_SESSION)
     accept = _int(body, "accept", 0, 0, 64)
     applied = body.get("cancels_applied") or {}
     running = body.get("running") or []
@@ -204,7 +214,7 @@ async def _poll(
 async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Response:
     await jsonapi.read_body(request)
     async with app.db.write() as session:
-        agent = await agents_store.authenticate_session(session, _token(request), lock=True)
+        agent = await agents_store.authenticate_session(session, _token(request, TokenKind.AGENT_SESSION), lock=True)
         await agents_store.ping(session, agent, _client_ip(request))
         await pools.touch_token(session, agent.token_id)
         await jobs_store.renew_leases(session, agent.id, timedelta(seconds=app.config.job_lease))
@@ -215,7 +225,7 @@ async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Respon
 @router.post("/deregister", status_code=204)
 async def deregister(request: Request, app: Outpost = Depends(outpost)) -> Response:
     async with app.db.write() as session:
-        agent = await agents_store.authenticate_session(session, _token(request), lock=True)
+        agent = await agents_store.authenticate_session(session, _token(request, TokenKind.AGENT_SESSION), lock=True)
         await agents_store.deregister(session, agent)
         await jobs_store.requeue_unstarted(session, agent.id)
     return Response(status_code=204)
@@ -224,22 +234,17 @@ async def deregister(request: Request, app: Outpost = Depends(outpost)) -> Respo
 # --- one job, with its own credential -------------------------------------------------------------
 
 
-async def _job(app: Outpost, request: Request, job_id: str) -> Job:
-    async with app.db.read() as session:
-        return await jobs_store.authenticate(session, job_id, _token(request))
-
-
 @router.get("/jobs/{job_id}")
 async def job_details(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     async with app.db.read() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request))
-        return JSONResponse(await jobs_store.payload(session, job))
+        job = await jobs_store.authenticate(session, job_id, _token(request, TokenKind.JOB), JobRight.READ)
+        return JSONResponse(await jobs_store.payload(session, job, app.box))
 
 
 @router.post("/jobs/{job_id}/start", status_code=204)
 async def start(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(session, job_id, _token(request, TokenKind.JOB), JobRight.READ, lock=True)
         await jobs_store.start(session, job)
     return Response(status_code=204)
 
@@ -247,7 +252,9 @@ async def start(job_id: str, request: Request, app: Outpost = Depends(outpost)) 
 @router.get("/jobs/{job_id}/configuration")
 async def configuration(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     async with app.db.read() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request))
+        job = await jobs_store.authenticate(
+            session, job_id, _token(request, TokenKind.JOB), JobRight.READ_CONFIGURATION
+        )
         data = await jobs_store.configuration(session, job)
     return Response(data, media_type="application/gzip")
 
@@ -255,7 +262,7 @@ async def configuration(job_id: str, request: Request, app: Outpost = Depends(ou
 @router.get("/jobs/{job_id}/state")
 async def current_state(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     async with app.db.read() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request))
+        job = await jobs_store.authenticate(session, job_id, _token(request, TokenKind.JOB), JobRight.READ_STATE)
         data = await jobs_store.current_state(session, job)
     if data is None:
         return Response(status_code=204)
@@ -265,7 +272,7 @@ async def current_state(job_id: str, request: Request, app: Outpost = Depends(ou
 @router.get("/jobs/{job_id}/plan-file")
 async def get_plan_file(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     async with app.db.read() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request))
+        job = await jobs_store.authenticate(session, job_id, _token(request, TokenKind.JOB), JobRight.READ_PLAN)
         data = await jobs_store.plan_file(session, job)
     return Response(data, media_type="application/octet-stream")
 
@@ -274,7 +281,9 @@ async def get_plan_file(job_id: str, request: Request, app: Outpost = Depends(ou
 async def put_plan_file(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     data = await _raw(request, MAX_ARTIFACT)
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(
+            session, job_id, _token(request, TokenKind.JOB), JobRight.WRITE_PLAN, lock=True
+        )
         await jobs_store.store_plan(session, job, "file", data)
     return Response(status_code=204)
 
@@ -283,7 +292,9 @@ async def put_plan_file(job_id: str, request: Request, app: Outpost = Depends(ou
 async def put_plan_json(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     data = await _raw(request, MAX_ARTIFACT)
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(
+            session, job_id, _token(request, TokenKind.JOB), JobRight.WRITE_PLAN, lock=True
+        )
         await jobs_store.store_plan(session, job, "json", data)
     return Response(status_code=204)
 
@@ -292,7 +303,9 @@ async def put_plan_json(job_id: str, request: Request, app: Outpost = Depends(ou
 async def put_state(job_id: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     data = await _raw(request, MAX_ARTIFACT)
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(
+            session, job_id, _token(request, TokenKind.JOB), JobRight.WRITE_STATE, lock=True
+        )
         sv_id = await jobs_store.store_state(session, job, data)
     return JSONResponse({"state_version_id": sv_id})
 
@@ -304,7 +317,9 @@ async def append_log(job_id: str, request: Request, app: Outpost = Depends(outpo
         raise BadRequest("offset must be a whole number of bytes.")
     data = await _raw(request, MAX_CHUNK)
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(
+            session, job_id, _token(request, TokenKind.JOB), JobRight.WRITE_LOG, lock=True
+        )
         log_id = await jobs_store.log_id(session, job)
         try:
             size = await logs.append(session, log_id, int(raw_offset), data)
@@ -327,7 +342,7 @@ async def finish(job_id: str, request: Request, app: Outpost = Depends(outpost))
     if not isinstance(message, str):
         raise Unprocessable('"message" must be a string.')
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(session, job_id, _token(request), lock=True)
+        job = await jobs_store.authenticate(session, job_id, _token(request, TokenKind.JOB), JobRight.FINISH, lock=True)
         stored = await logs.size(session, await jobs_store.log_id(session, job))
         if stored < log_size:
             raise Conflict(

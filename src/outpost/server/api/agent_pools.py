@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from outpost.domain.permissions import Action
 from outpost.errors import BadRequest, NotFound
 from outpost.server import jsonapi
-from outpost.server.api import shapes
-from outpost.server.auth import member, owner, principal
+from outpost.server.api import bodies, shapes
+from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
 from outpost.store import agents as agents_store
 from outpost.store import pools, revocations
 from outpost.store.tables import AgentPool
-from outpost.store.users import Principal
 
 router = APIRouter(tags=["agent-pools"])
 
@@ -28,11 +28,12 @@ async def _pool_resource(session: AsyncSession, pool: AgentPool) -> jsonapi.Reso
     return shapes.agent_pool(pool, counts.get(pool.id, 0), linked, allowed)
 
 
-async def _visible_pool(session: AsyncSession, who: Principal, pool_id: str, *, manage: bool) -> AgentPool:
+async def _visible_pool(session: AsyncSession, caller: Caller, pool_id: str) -> AgentPool:
+    """The pool, if the caller's action is allowed in its organization; 404 for other organizations."""
     pool = await pools.get_pool(session, pool_id)
     assert pool.organization_id is not None
     try:
-        await (owner if manage else member)(session, who, pool.organization_id)
+        await caller.organization(session, pool.organization_id)
     except NotFound:
         raise NotFound(f"Agent pool {pool_id!r} was not found.") from None
     return pool
@@ -40,12 +41,12 @@ async def _visible_pool(session: AsyncSession, who: Principal, pool_id: str, *, 
 
 @router.get("/organizations/{org}/agent-pools")
 async def list_pools(
-    org: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    org: str, request: Request, caller: Caller = guard(Action.READ_AGENT_POOLS), app: Outpost = Depends(outpost)
 ) -> Response:
     page = jsonapi.Page(request)
     search = request.query_params.get("q") or request.query_params.get("search[name]")
     async with app.db.read() as session:
-        await member(session, who, org)
+        await caller.organization(session, org)
         found = await pools.list_pools(session, org)
         if search:
             found = [p for p in found if search in p.name]
@@ -55,37 +56,41 @@ async def list_pools(
     return jsonapi.document(data, meta=page.meta(total))
 
 
-@router.post("/organizations/{org}/agent-pools", status_code=201)
+@router.post("/organizations/{org}/agent-pools", status_code=201, openapi_extra=bodies.body("agent-pools"))
 async def create_pool(
-    org: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    org: str, request: Request, caller: Caller = guard(Action.MANAGE_AGENT_POOLS), app: Outpost = Depends(outpost)
 ) -> Response:
     body = await jsonapi.read_body(request)
+    jsonapi.expect_type(body, "agent-pools")
     attrs = jsonapi.attributes_of(body)
     scoped = jsonapi.boolean(attrs, "organization-scoped", True)
     allowed = jsonapi.relationship_ids(body, "allowed-workspaces") or []
     async with app.db.write() as session:
-        await owner(session, who, org)
+        await caller.organization(session, org)
         pool = await pools.create_pool(session, org, attrs.get("name"), bool(scoped), allowed)
         data = await _pool_resource(session, pool)
     return jsonapi.document(data, status=201)
 
 
 @router.get("/agent-pools/{pool_id}")
-async def show_pool(pool_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
+async def show_pool(
+    pool_id: str, caller: Caller = guard(Action.READ_AGENT_POOLS), app: Outpost = Depends(outpost)
+) -> Response:
     async with app.db.read() as session:
-        pool = await _visible_pool(session, who, pool_id, manage=False)
+        pool = await _visible_pool(session, caller, pool_id)
         return jsonapi.document(await _pool_resource(session, pool))
 
 
-@router.patch("/agent-pools/{pool_id}")
+@router.patch("/agent-pools/{pool_id}", openapi_extra=bodies.body("agent-pools"))
 async def update_pool(
-    pool_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    pool_id: str, request: Request, caller: Caller = guard(Action.MANAGE_AGENT_POOLS), app: Outpost = Depends(outpost)
 ) -> Response:
     body = await jsonapi.read_body(request)
+    jsonapi.expect_type(body, "agent-pools")
     attrs = jsonapi.attributes_of(body)
     allowed = jsonapi.relationship_ids(body, "allowed-workspaces")
     async with app.db.write() as session:
-        pool = await _visible_pool(session, who, pool_id, manage=True)
+        pool = await _visible_pool(session, caller, pool_id)
         if "name" in attrs and attrs["name"] != pool.name:
             pool.name = pools.check_name(attrs["name"])
         scoped = jsonapi.boolean(attrs, "organization-scoped")
@@ -93,62 +98,66 @@ async def update_pool(
             pool.organization_scoped = scoped
         if allowed is not None:
             await pools.set_allowed_workspaces(session, pool, allowed)
+        await pools.check_linked_allowed(session, pool)
         await session.flush()
         data = await _pool_resource(session, pool)
     return jsonapi.document(data)
 
 
 @router.delete("/agent-pools/{pool_id}", status_code=204)
-async def delete_pool(pool_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
+async def delete_pool(
+    pool_id: str, caller: Caller = guard(Action.MANAGE_AGENT_POOLS), app: Outpost = Depends(outpost)
+) -> Response:
     async with app.db.write() as session:
-        pool = await _visible_pool(session, who, pool_id, manage=True)
+        pool = await _visible_pool(session, caller, pool_id)
         await pools.delete_pool(session, pool)
     return Response(status_code=204)
 
 
-# --- tokens -------------------------------------------------------------------------------------
+# --- tokens (show and revoke by id are in tokens.py, shared with user tokens) ---------------------
 
 
 @router.get("/agent-pools/{pool_id}/authentication-tokens")
-async def list_tokens(pool_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
+async def list_tokens(
+    pool_id: str, caller: Caller = guard(Action.MANAGE_AGENT_TOKENS), app: Outpost = Depends(outpost)
+) -> Response:
     async with app.db.read() as session:
-        await _visible_pool(session, who, pool_id, manage=True)
+        await _visible_pool(session, caller, pool_id)
         tokens = await pools.list_tokens(session, pool_id)
     return jsonapi.document([shapes.agent_token(t) for t in tokens])
 
 
-@router.post("/agent-pools/{pool_id}/authentication-tokens", status_code=201)
+@router.post(
+    "/agent-pools/{pool_id}/authentication-tokens", status_code=201, openapi_extra=bodies.body("authentication-tokens")
+)
 async def create_token(
-    pool_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    pool_id: str, request: Request, caller: Caller = guard(Action.MANAGE_AGENT_TOKENS), app: Outpost = Depends(outpost)
 ) -> Response:
-    attrs = jsonapi.attributes_of(await jsonapi.read_body(request))
+    body = await jsonapi.read_body(request)
+    jsonapi.expect_type(body, "authentication-tokens")
+    attrs = jsonapi.attributes_of(body)
     async with app.db.write() as session:
-        await _visible_pool(session, who, pool_id, manage=True)
-        token, secret = await pools.create_token(session, pool_id, attrs.get("description"), who.user_id)
+        await _visible_pool(session, caller, pool_id)
+        token, secret = await pools.create_token(session, pool_id, attrs.get("description"), caller.user_id)
     return jsonapi.document(shapes.agent_token(token, secret), status=201)
 
 
-@router.get("/authentication-tokens/{token_id}")
-async def show_token(token_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
-    async with app.db.read() as session:
-        token = await pools.get_token(session, token_id)
-        try:
-            await _visible_pool(session, who, token.pool_id, manage=True)
-        except NotFound:
-            raise NotFound(f"Agent token {token_id!r} was not found.") from None
-    return jsonapi.document(shapes.agent_token(token))
+async def show_agent_token(session: AsyncSession, caller: Caller, token_id: str) -> jsonapi.Resource:
+    token = await pools.get_token(session, token_id)
+    try:
+        await _visible_pool(session, caller, token.pool_id)
+    except NotFound:
+        raise NotFound(f"Authentication token {token_id!r} was not found.") from None
+    return shapes.agent_token(token)
 
 
-@router.delete("/authentication-tokens/{token_id}", status_code=204)
-async def revoke_token(token_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
-    async with app.db.write() as session:
-        token = await pools.get_token(session, token_id)
-        try:
-            await _visible_pool(session, who, token.pool_id, manage=True)
-        except NotFound:
-            raise NotFound(f"Agent token {token_id!r} was not found.") from None
-        await revocations.revoke_agent_token(session, token)
-    return Response(status_code=204)
+async def revoke_agent_token(session: AsyncSession, caller: Caller, token_id: str) -> None:
+    token = await pools.get_token(session, token_id)
+    try:
+        await _visible_pool(session, caller, token.pool_id)
+    except NotFound:
+        raise NotFound(f"Authentication token {token_id!r} was not found.") from None
+    await revocations.revoke_agent_token(session, token)
 
 
 # --- agents -------------------------------------------------------------------------------------
@@ -159,20 +168,21 @@ def _since(request: Request) -> datetime | None:
     if not raw:
         return None
     try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        since = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest("filter[last-ping-since] must be an ISO 8601 time.", title="invalid filter") from None
+    return since if since.tzinfo else since.replace(tzinfo=UTC)
 
 
 @router.get("/agent-pools/{pool_id}/agents")
 async def list_agents(
-    pool_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    pool_id: str, request: Request, caller: Caller = guard(Action.READ_AGENT_POOLS), app: Outpost = Depends(outpost)
 ) -> Response:
     page = jsonapi.Page(request)
     since = _since(request)
     status = request.query_params.get("filter[status]")
     async with app.db.read() as session:
-        await _visible_pool(session, who, pool_id, manage=False)
+        await _visible_pool(session, caller, pool_id)
         found = await agents_store.list_agents(session, pool_id, since)
     if status:
         found = [a for a in found if a.status == status]
@@ -182,22 +192,26 @@ async def list_agents(
 
 
 @router.get("/agents/{agent_id}")
-async def show_agent(agent_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
+async def show_agent(
+    agent_id: str, caller: Caller = guard(Action.READ_AGENT_POOLS), app: Outpost = Depends(outpost)
+) -> Response:
     async with app.db.read() as session:
         agent = await agents_store.get_agent(session, agent_id)
         try:
-            await _visible_pool(session, who, agent.pool_id, manage=False)
+            await _visible_pool(session, caller, agent.pool_id)
         except NotFound:
             raise NotFound(f"Agent {agent_id!r} was not found.") from None
     return jsonapi.document(shapes.agent(agent))
 
 
 @router.delete("/agents/{agent_id}", status_code=204)
-async def delete_agent(agent_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
+async def delete_agent(
+    agent_id: str, caller: Caller = guard(Action.MANAGE_AGENTS), app: Outpost = Depends(outpost)
+) -> Response:
     async with app.db.write() as session:
         agent = await agents_store.get_agent(session, agent_id)
         try:
-            await _visible_pool(session, who, agent.pool_id, manage=True)
+            await _visible_pool(session, caller, agent.pool_id)
         except NotFound:
             raise NotFound(f"Agent {agent_id!r} was not found.") from None
         await agents_store.delete_agent(session, agent)

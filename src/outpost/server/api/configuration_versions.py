@@ -5,18 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from outpost.domain.permissions import Action
 from outpost.errors import NotFound
 from outpost.server import jsonapi
-from outpost.server.api import shapes
-from outpost.server.api.workspaces import workspace_for
-from outpost.server.auth import principal
+from outpost.server.api import bodies, shapes
+from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
 from outpost.store import archives, configs
 from outpost.store import runs as runs_store
 from outpost.store import workspaces as ws_store
 from outpost.store.runs import RunOptions
 from outpost.store.tables import ConfigurationVersion
-from outpost.store.users import Principal
 
 router = APIRouter(tags=["configuration-versions"])
 
@@ -26,13 +25,19 @@ def upload_url(app: Outpost, request: Request, cv: ConfigurationVersion) -> str:
     return f"{app.base_url(request)}/api/v2/uploads/{cv.id}/{app.capability('upload', cv.id)}"
 
 
-@router.post("/workspaces/{workspace_id}/configuration-versions", status_code=201)
+@router.post(
+    "/workspaces/{workspace_id}/configuration-versions",
+    status_code=201,
+    openapi_extra=bodies.body("configuration-versions", required=False),
+)
 async def create(
-    workspace_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    workspace_id: str, request: Request, caller: Caller = guard(Action.QUEUE_RUN), app: Outpost = Depends(outpost)
 ) -> Response:
-    attrs = jsonapi.attributes_of(await jsonapi.read_body(request), required=False)
+    body = await jsonapi.read_body(request)
+    jsonapi.expect_type(body, "configuration-versions")
+    attrs = jsonapi.attributes_of(body, required=False)
     async with app.db.write() as session:
-        workspace = await workspace_for(session, who, workspace_id)
+        workspace = await caller.workspace(session, workspace_id)
         cv = await configs.create(
             session,
             workspace,
@@ -45,28 +50,28 @@ async def create(
 
 @router.get("/workspaces/{workspace_id}/configuration-versions")
 async def list_for_workspace(
-    workspace_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    workspace_id: str,
+    request: Request,
+    caller: Caller = guard(Action.READ_CONFIGURATIONS),
+    app: Outpost = Depends(outpost),
 ) -> Response:
     async with app.db.read() as session:
-        await workspace_for(session, who, workspace_id)
+        await caller.workspace(session, workspace_id)
         found = await configs.list_for(session, workspace_id)
     return jsonapi.document([shapes.configuration_version(cv, upload_url(app, request, cv)) for cv in found])
 
 
 @router.get("/configuration-versions/{cv_id}")
 async def show(
-    cv_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    cv_id: str, request: Request, caller: Caller = guard(Action.READ_CONFIGURATIONS), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.read() as session:
         cv = await configs.get(session, cv_id)
-        try:
-            await workspace_for(session, who, cv.workspace_id)
-        except NotFound:
-            raise NotFound(f"Configuration version {cv_id!r} was not found.") from None
+        await caller.workspace_of(session, cv.workspace_id, f"Configuration version {cv_id!r}")
     return jsonapi.document(shapes.configuration_version(cv, upload_url(app, request, cv)))
 
 
-@router.put("/uploads/{cv_id}/{capability}")
+@router.put("/uploads/{cv_id}/{capability}", openapi_extra=bodies.ARCHIVE)
 async def upload(cv_id: str, capability: str, request: Request, app: Outpost = Depends(outpost)) -> Response:
     if not app.check_capability("upload", cv_id, capability):
         raise NotFound("Unknown upload URL.")

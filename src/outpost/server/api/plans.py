@@ -10,16 +10,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from outpost.domain.permissions import Action
 from outpost.errors import BadRequest, NotFound
 from outpost.server import jsonapi
 from outpost.server.api import shapes
-from outpost.server.api.runs import run_for
-from outpost.server.auth import principal
+from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
 from outpost.store import blobs, logs
 from outpost.store.tables import Apply, Plan
-from outpost.store.users import Principal
 
 router = APIRouter(tags=["plans-and-applies"])
 
@@ -31,25 +31,32 @@ def log_url(app: Outpost, request: Request, phase_id: str) -> str:
     return f"{app.base_url(request)}/api/v2/logs/{phase_id}/{app.capability('log', phase_id)}"
 
 
+async def _plan(session: AsyncSession, caller: Caller, plan_id: str) -> Plan:
+    plan = await session.get(Plan, plan_id)
+    if plan is None:
+        raise NotFound(f"Plan {plan_id!r} was not found.")
+    try:
+        await caller.run(session, plan.run_id)
+    except NotFound:
+        raise NotFound(f"Plan {plan_id!r} was not found.") from None
+    return plan
+
+
 @router.get("/plans/{plan_id}")
 async def show_plan(
-    plan_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    plan_id: str, request: Request, caller: Caller = guard(Action.READ_RUNS), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.read() as session:
-        plan = await session.get(Plan, plan_id)
-        if plan is None:
-            raise NotFound(f"Plan {plan_id!r} was not found.")
-        await run_for(session, who, plan.run_id)
+        plan = await _plan(session, caller, plan_id)
     return jsonapi.document(shapes.plan(plan, log_url(app, request, plan.id)))
 
 
 @router.get("/plans/{plan_id}/json-output")
-async def plan_json(plan_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
+async def plan_json(
+    plan_id: str, caller: Caller = guard(Action.READ_PLAN_JSON), app: Outpost = Depends(outpost)
+) -> Response:
     async with app.db.read() as session:
-        plan = await session.get(Plan, plan_id)
-        if plan is None:
-            raise NotFound(f"Plan {plan_id!r} was not found.")
-        await run_for(session, who, plan.run_id)
+        plan = await _plan(session, caller, plan_id)
         if plan.plan_json_blob_id is None:
             raise NotFound("The plan has no JSON output yet.")
         data = await blobs.get(session, plan.plan_json_blob_id)
@@ -58,32 +65,35 @@ async def plan_json(plan_id: str, who: Principal = Depends(principal), app: Outp
 
 @router.get("/runs/{run_id}/plan")
 async def run_plan(
-    run_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    run_id: str, request: Request, caller: Caller = guard(Action.READ_RUNS), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.read() as session:
-        await run_for(session, who, run_id)
+        await caller.run(session, run_id)
         plan = (await session.execute(select(Plan).where(Plan.run_id == run_id))).scalar_one()
     return jsonapi.document(shapes.plan(plan, log_url(app, request, plan.id)))
 
 
 @router.get("/applies/{apply_id}")
 async def show_apply(
-    apply_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    apply_id: str, request: Request, caller: Caller = guard(Action.READ_RUNS), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.read() as session:
         apply = await session.get(Apply, apply_id)
         if apply is None:
             raise NotFound(f"Apply {apply_id!r} was not found.")
-        await run_for(session, who, apply.run_id)
+        try:
+            await caller.run(session, apply.run_id)
+        except NotFound:
+            raise NotFound(f"Apply {apply_id!r} was not found.") from None
     return jsonapi.document(shapes.apply(apply, log_url(app, request, apply.id)))
 
 
 @router.get("/runs/{run_id}/apply")
 async def run_apply(
-    run_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    run_id: str, request: Request, caller: Caller = guard(Action.READ_RUNS), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.read() as session:
-        await run_for(session, who, run_id)
+        await caller.run(session, run_id)
         apply = (await session.execute(select(Apply).where(Apply.run_id == run_id))).scalar_one()
     return jsonapi.document(shapes.apply(apply, log_url(app, request, apply.id)))
 

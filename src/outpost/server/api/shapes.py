@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from outpost.domain.permissions import (
+    Access,
+    OrgRight,
+    organization_permissions,
+    run_permissions,
+    workspace_permissions,
+)
 from outpost.domain.runs import CANCELABLE, RunStatus
 from outpost.domain.workspaces import ExecutionMode
 from outpost.server.jsonapi import Resource, resource, to_many, to_one
@@ -14,10 +21,15 @@ from outpost.store.tables import (
     Apply,
     ConfigurationVersion,
     Organization,
+    OrganizationMembership,
     Plan,
     Run,
     StateVersion,
     StateVersionOutput,
+    Team,
+    TeamWorkspace,
+    User,
+    UserToken,
     Variable,
     Workspace,
 )
@@ -37,7 +49,8 @@ ENTITLEMENTS = {
 }
 
 
-def organization(org: Organization) -> Resource:
+def organization(org: Organization, permissions: dict[str, bool] | None = None) -> Resource:
+    """`permissions` are the caller's (see outpost.domain.permissions); by default a plain member's."""
     return resource(
         "organizations",
         org.id,
@@ -46,7 +59,7 @@ def organization(org: Organization) -> Resource:
             "email": org.email,
             "created-at": iso(org.created_at),
             "default-execution-mode": "remote",
-            "permissions": {"can-update": True, "can-destroy": True, "can-create-workspace": True},
+            "permissions": permissions or organization_permissions(frozenset({OrgRight.MEMBER})),
         },
         {"default-agent-pool": to_one("agent-pools", None)},
     )
@@ -107,7 +120,8 @@ def agent(a: Agent) -> Resource:
     )
 
 
-def workspace(ws: Workspace, *, can_admin: bool = True) -> Resource:
+def workspace(ws: Workspace, *, access: Access = Access.READ) -> Resource:
+    """`access` is the caller's level on the workspace: the `permissions` object tells the truth from it."""
     locked = ws.locked or ws.current_run_id is not None
     return resource(
         "workspaces",
@@ -136,20 +150,7 @@ def workspace(ws: Workspace, *, can_admin: bool = True) -> Resource:
             "structured-run-output-enabled": False,
             "global-remote-state": False,
             "resource-count": 0,
-            "permissions": {
-                "can-update": can_admin,
-                "can-destroy": can_admin,
-                "can-queue-run": True,
-                "can-queue-apply": True,
-                "can-queue-destroy": True,
-                "can-lock": True,
-                "can-unlock": True,
-                "can-force-unlock": can_admin,
-                "can-read-settings": True,
-                "can-update-variable": True,
-                "can-read-state-versions": True,
-                "can-create-state-versions": True,
-            },
+            "permissions": workspace_permissions(access),
             "actions": {"is-destroyable": True},
         },
         {
@@ -193,7 +194,7 @@ def run(
     *,
     force_cancel_available_at: str | None = None,
     position: int = 0,
-    can_apply: bool = True,
+    access: Access = Access.READ,
 ) -> Resource:
     status = RunStatus(r.status)
     executing = status in (RunStatus.PLANNING, RunStatus.APPLYING)
@@ -224,13 +225,7 @@ def run(
                 "is-discardable": status in (RunStatus.PENDING, RunStatus.PLANNED),
                 "is-force-cancelable": force_cancel_available_at is not None and executing,
             },
-            "permissions": {
-                "can-apply": can_apply,
-                "can-cancel": True,
-                "can-discard": True,
-                "can-force-cancel": True,
-                "can-force-execute": True,
-            },
+            "permissions": run_permissions(access),
         },
         {
             "workspace": to_one("workspaces", r.workspace_id),
@@ -334,4 +329,73 @@ def variable(v: Variable) -> Resource:
         },
         {"configurable": {"data": {"type": "workspaces", "id": v.workspace_id}}},
         {"self": f"/api/v2/workspaces/{v.workspace_id}/vars/{v.id}"},
+    )
+
+
+def user(u: User) -> Resource:
+    return resource(
+        "users",
+        u.id,
+        {"username": u.username, "email": u.email, "is-service-account": False, "two-factor": {"enabled": False}},
+        None,
+        {"self": f"/api/v2/users/{u.id}"},
+    )
+
+
+def user_token(token: UserToken, secret: str | None = None) -> Resource:
+    """A user API token; the secret only in the answer to its creation."""
+    return resource(
+        "authentication-tokens",
+        token.id,
+        {
+            "description": token.description,
+            "created-at": iso(token.created_at),
+            "last-used-at": iso(token.last_used_at),
+            "expired-at": None,
+            "token": secret,
+        },
+        {"created-by": to_one("users", token.user_id)},
+    )
+
+
+def team(t: Team, organization_access: dict[str, bool], user_ids: list[str], permissions: dict[str, bool]) -> Resource:
+    return resource(
+        "teams",
+        t.id,
+        {
+            "name": t.name,
+            "users-count": len(user_ids),
+            "visibility": "organization",
+            "organization-access": organization_access,
+            "permissions": permissions,
+        },
+        {
+            "organization": to_one("organizations", t.organization_id),
+            "users": to_many("users", user_ids),
+        },
+        {"self": f"/api/v2/teams/{t.id}"},
+    )
+
+
+def team_workspace(grant: TeamWorkspace) -> Resource:
+    return resource(
+        "team-workspaces",
+        grant.id,
+        {"access": grant.access},
+        {"team": to_one("teams", grant.team_id), "workspace": to_one("workspaces", grant.workspace_id)},
+        {"self": f"/api/v2/team-workspaces/{grant.id}"},
+    )
+
+
+def organization_membership(m: OrganizationMembership, u: User, team_ids: list[str]) -> Resource:
+    return resource(
+        "organization-memberships",
+        m.id,
+        {"status": "active", "email": u.email},
+        {
+            "organization": to_one("organizations", m.organization_id),
+            "user": to_one("users", u.id),
+            "teams": to_many("teams", team_ids),
+        },
+        {"self": f"/api/v2/organization-memberships/{m.id}"},
     )

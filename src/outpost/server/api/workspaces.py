@@ -8,15 +8,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.errors import NotFound
+from outpost.domain.permissions import Action
 from outpost.server import jsonapi
-from outpost.server.api import shapes
-from outpost.server.auth import member, principal
+from outpost.server.api import bodies, shapes
+from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
 from outpost.store import runs as runs_store
 from outpost.store import workspaces as ws_store
 from outpost.store.tables import Workspace
-from outpost.store.users import Principal
 from outpost.store.workspaces import WorkspaceSettings
 
 router = APIRouter(tags=["workspaces"])
@@ -48,100 +47,110 @@ def _settings(body: dict[str, Any]) -> WorkspaceSettings:
     return settings
 
 
-async def workspace_for(session: AsyncSession, who: Principal, workspace_id: str, *, lock: bool = False) -> Workspace:
-    """The workspace, if the caller belongs to its organization; 404 otherwise (others' are invisible)."""
-    workspace = await ws_store.get(session, workspace_id, lock=lock)
-    try:
-        await member(session, who, workspace.organization_id)
-    except NotFound:
-        raise NotFound(f"Workspace {workspace_id!r} was not found.") from None
-    return workspace
-
-
-async def _by_name(session: AsyncSession, who: Principal, org: str, name: str) -> Workspace:
-    await member(session, who, org)
-    return await ws_store.get_by_name(session, org, name)
+async def workspace_resource(session: AsyncSession, caller: Caller, workspace: Workspace) -> jsonapi.Resource:
+    return shapes.workspace(workspace, access=await caller.level(session, workspace))
 
 
 @router.get("/organizations/{org}/workspaces")
 async def list_workspaces(
-    org: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    org: str, request: Request, caller: Caller = guard(Action.LIST_WORKSPACES), app: Outpost = Depends(outpost)
 ) -> Response:
     page = jsonapi.Page(request)
     search = request.query_params.get("search[name]") or request.query_params.get("q")
     async with app.db.read() as session:
-        await member(session, who, org)
-        found, total = await ws_store.list_for(session, org, search=search, offset=page.offset, limit=page.size)
-    return jsonapi.document([shapes.workspace(w) for w in found], meta=page.meta(total))
+        await caller.organization(session, org)
+        visible = await caller.readable_workspaces(session, org)
+        found, total = await ws_store.list_for(
+            session, org, search=search, offset=page.offset, limit=page.size, only=visible
+        )
+        data = [await workspace_resource(session, caller, w) for w in found]
+    return jsonapi.document(data, meta=page.meta(total))
 
 
-@router.post("/organizations/{org}/workspaces", status_code=201)
+@router.post("/organizations/{org}/workspaces", status_code=201, openapi_extra=bodies.body("workspaces"))
 async def create_workspace(
-    org: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    org: str, request: Request, caller: Caller = guard(Action.CREATE_WORKSPACE), app: Outpost = Depends(outpost)
 ) -> Response:
-    settings = _settings(await jsonapi.read_body(request))
+    body = await jsonapi.read_body(request)
+    jsonapi.expect_type(body, "workspaces")
+    settings = _settings(body)
     async with app.db.write() as session:
-        await member(session, who, org)
+        await caller.organization(session, org)
         workspace = await ws_store.create(session, org, settings)
-    return jsonapi.document(shapes.workspace(workspace), status=201)
+        data = await workspace_resource(session, caller, workspace)
+    return jsonapi.document(data, status=201)
 
 
 @router.get("/organizations/{org}/workspaces/{name}")
 async def show_workspace_by_name(
-    org: str, name: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    org: str, name: str, caller: Caller = guard(Action.READ_WORKSPACE), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.read() as session:
-        workspace = await _by_name(session, who, org, name)
-    return jsonapi.document(shapes.workspace(workspace))
+        workspace = await caller.workspace_by_name(session, org, name)
+        data = await workspace_resource(session, caller, workspace)
+    return jsonapi.document(data)
 
 
 @router.get("/workspaces/{workspace_id}")
 async def show_workspace(
-    workspace_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    workspace_id: str, caller: Caller = guard(Action.READ_WORKSPACE), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.read() as session:
-        workspace = await workspace_for(session, who, workspace_id)
-    return jsonapi.document(shapes.workspace(workspace))
+        workspace = await caller.workspace(session, workspace_id)
+        data = await workspace_resource(session, caller, workspace)
+    return jsonapi.document(data)
 
 
-async def _update(app: Outpost, request: Request, loader: Any) -> Response:
-    settings = _settings(await jsonapi.read_body(request))
+async def _update(app: Outpost, request: Request, caller: Caller, loader: Any) -> Response:
+    body = await jsonapi.read_body(request)
+    jsonapi.expect_type(body, "workspaces")
+    settings = _settings(body)
     async with app.db.write() as session:
         workspace = await loader(session)
+        if ws_store.changes_execution(settings, workspace):
+            await caller.check(session, workspace, Action.CHANGE_EXECUTION_MODE)
         await ws_store.apply_settings(session, workspace, settings)
-    return jsonapi.document(shapes.workspace(workspace))
+        data = await workspace_resource(session, caller, workspace)
+    return jsonapi.document(data)
 
 
-@router.patch("/workspaces/{workspace_id}")
+@router.patch("/workspaces/{workspace_id}", openapi_extra=bodies.body("workspaces"))
 async def update_workspace(
-    workspace_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    workspace_id: str,
+    request: Request,
+    caller: Caller = guard(Action.UPDATE_WORKSPACE),
+    app: Outpost = Depends(outpost),
 ) -> Response:
-    return await _update(app, request, lambda s: workspace_for(s, who, workspace_id, lock=True))
+    return await _update(app, request, caller, lambda s: caller.workspace(s, workspace_id, lock=True))
 
 
-@router.patch("/organizations/{org}/workspaces/{name}")
+@router.patch("/organizations/{org}/workspaces/{name}", openapi_extra=bodies.body("workspaces"))
 async def update_workspace_by_name(
-    org: str, name: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    org: str,
+    name: str,
+    request: Request,
+    caller: Caller = guard(Action.UPDATE_WORKSPACE),
+    app: Outpost = Depends(outpost),
 ) -> Response:
-    return await _update(app, request, lambda s: _by_name(s, who, org, name))
+    return await _update(app, request, caller, lambda s: caller.workspace_by_name(s, org, name))
 
 
 @router.delete("/workspaces/{workspace_id}", status_code=204)
 async def delete_workspace(
-    workspace_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    workspace_id: str, caller: Caller = guard(Action.DELETE_WORKSPACE), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.write() as session:
-        workspace = await workspace_for(session, who, workspace_id, lock=True)
+        workspace = await caller.workspace(session, workspace_id, lock=True)
         await session.delete(workspace)
     return Response(status_code=204)
 
 
 @router.delete("/organizations/{org}/workspaces/{name}", status_code=204)
 async def delete_workspace_by_name(
-    org: str, name: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    org: str, name: str, caller: Caller = guard(Action.DELETE_WORKSPACE), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.write() as session:
-        workspace = await _by_name(session, who, org, name)
+        workspace = await caller.workspace_by_name(session, org, name)
         await session.delete(workspace)
     return Response(status_code=204)
 
@@ -149,37 +158,44 @@ async def delete_workspace_by_name(
 # --- locks --------------------------------------------------------------------------------------
 
 
-@router.post("/workspaces/{workspace_id}/actions/lock")
+@router.post("/workspaces/{workspace_id}/actions/lock", openapi_extra=bodies.body("actions", required=False))
 async def lock(
-    workspace_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    workspace_id: str,
+    request: Request,
+    caller: Caller = guard(Action.LOCK_WORKSPACE),
+    app: Outpost = Depends(outpost),
 ) -> Response:
     body = await jsonapi.read_body(request)
     attrs = jsonapi.attributes_of(body, required=False)
     reason = jsonapi.string(attrs, "reason") or jsonapi.string(body, "reason") or ""
     async with app.db.write() as session:
-        workspace = await workspace_for(session, who, workspace_id, lock=True)
-        await ws_store.lock(session, workspace, who.user_id, reason)
-    return jsonapi.document(shapes.workspace(workspace))
+        workspace = await caller.workspace(session, workspace_id, lock=True)
+        await ws_store.lock(session, workspace, caller.user_id, reason[:1000])
+        data = await workspace_resource(session, caller, workspace)
+    return jsonapi.document(data)
 
 
-async def _unlock(app: Outpost, who: Principal, workspace_id: str, force: bool) -> Response:
+async def _unlock(app: Outpost, caller: Caller, workspace_id: str, force: bool) -> Response:
     async with app.db.write() as session:
-        workspace = await workspace_for(session, who, workspace_id, lock=True)
-        await ws_store.unlock(session, workspace, who.user_id, force=force)
+        workspace = await caller.workspace(session, workspace_id, lock=True)
+        await ws_store.unlock(session, workspace, caller.user_id, force=force)
         await runs_store.schedule(session, workspace)
-    return jsonapi.document(shapes.workspace(workspace))
+        data = await workspace_resource(session, caller, workspace)
+    return jsonapi.document(data)
 
 
 @router.post("/workspaces/{workspace_id}/actions/unlock")
-async def unlock(workspace_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)) -> Response:
-    return await _unlock(app, who, workspace_id, False)
+async def unlock(
+    workspace_id: str, caller: Caller = guard(Action.LOCK_WORKSPACE), app: Outpost = Depends(outpost)
+) -> Response:
+    return await _unlock(app, caller, workspace_id, False)
 
 
 @router.post("/workspaces/{workspace_id}/actions/force-unlock")
 async def force_unlock(
-    workspace_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    workspace_id: str, caller: Caller = guard(Action.FORCE_UNLOCK_WORKSPACE), app: Outpost = Depends(outpost)
 ) -> Response:
-    return await _unlock(app, who, workspace_id, True)
+    return await _unlock(app, caller, workspace_id, True)
 
 
 # --- variables ----------------------------------------------------------------------------------
@@ -187,21 +203,26 @@ async def force_unlock(
 
 @router.get("/workspaces/{workspace_id}/vars")
 async def list_variables(
-    workspace_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    workspace_id: str, caller: Caller = guard(Action.READ_VARIABLES), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.read() as session:
-        await workspace_for(session, who, workspace_id)
+        await caller.workspace(session, workspace_id)
         found = await ws_store.list_variables(session, workspace_id)
     return jsonapi.document([shapes.variable(v) for v in found])
 
 
-@router.post("/workspaces/{workspace_id}/vars", status_code=201)
+@router.post("/workspaces/{workspace_id}/vars", status_code=201, openapi_extra=bodies.body("vars"))
 async def create_variable(
-    workspace_id: str, request: Request, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    workspace_id: str,
+    request: Request,
+    caller: Caller = guard(Action.WRITE_VARIABLES),
+    app: Outpost = Depends(outpost),
 ) -> Response:
-    attrs = jsonapi.attributes_of(await jsonapi.read_body(request))
+    body = await jsonapi.read_body(request)
+    jsonapi.expect_type(body, "vars")
+    attrs = jsonapi.attributes_of(body)
     async with app.db.write() as session:
-        workspace = await workspace_for(session, who, workspace_id)
+        workspace = await caller.workspace(session, workspace_id)
         variable = await ws_store.create_variable(
             session,
             workspace,
@@ -211,39 +232,34 @@ async def create_variable(
             hcl=bool(jsonapi.boolean(attrs, "hcl", False)),
             sensitive=bool(jsonapi.boolean(attrs, "sensitive", False)),
             description=jsonapi.string(attrs, "description"),
+            box=app.box,
         )
     return jsonapi.document(shapes.variable(variable), status=201)
 
 
-@router.patch("/workspaces/{workspace_id}/vars/{var_id}")
+@router.patch("/workspaces/{workspace_id}/vars/{var_id}", openapi_extra=bodies.body("vars"))
 async def update_variable(
     workspace_id: str,
     var_id: str,
     request: Request,
-    who: Principal = Depends(principal),
+    caller: Caller = guard(Action.WRITE_VARIABLES),
     app: Outpost = Depends(outpost),
 ) -> Response:
-    attrs = jsonapi.attributes_of(await jsonapi.read_body(request))
+    body = await jsonapi.read_body(request)
+    jsonapi.expect_type(body, "vars")
+    attrs = jsonapi.attributes_of(body)
     async with app.db.write() as session:
-        await workspace_for(session, who, workspace_id)
+        await caller.workspace(session, workspace_id)
         variable = await ws_store.get_variable(session, workspace_id, var_id)
-        await ws_store.update_variable(
-            session,
-            variable,
-            key=(jsonapi.string(attrs, "key") or variable.key) if "key" in attrs else None,
-            value=(jsonapi.string(attrs, "value") or "") if "value" in attrs else None,
-            hcl=bool(jsonapi.boolean(attrs, "hcl")) if "hcl" in attrs else None,
-            description=jsonapi.string(attrs, "description") if "description" in attrs else ws_store.UNSET,
-            sensitive=jsonapi.boolean(attrs, "sensitive"),
-        )
+        await ws_store.update_variable(session, variable, attrs, box=app.box)
     return jsonapi.document(shapes.variable(variable))
 
 
 @router.delete("/workspaces/{workspace_id}/vars/{var_id}", status_code=204)
 async def delete_variable(
-    workspace_id: str, var_id: str, who: Principal = Depends(principal), app: Outpost = Depends(outpost)
+    workspace_id: str, var_id: str, caller: Caller = guard(Action.WRITE_VARIABLES), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.write() as session:
-        await workspace_for(session, who, workspace_id)
+        await caller.workspace(session, workspace_id)
         await session.delete(await ws_store.get_variable(session, workspace_id, var_id))
     return Response(status_code=204)

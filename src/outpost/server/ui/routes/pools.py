@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from outpost.domain.permissions import Action
 from outpost.errors import OutpostError, Unprocessable
 from outpost.server.context import Outpost, outpost
 from outpost.server.ui import access, live, render
@@ -42,12 +43,12 @@ async def _pools_page(
     name: str = "",
 ) -> Response:
     async with app.db.read() as session:
-        await access.organization(session, user.principal, org)
+        await access.organization(session, user.principal, org, Action.READ_AGENT_POOLS)
         found = await pools.list_pools(session, org)
         ids = [p.id for p in found]
         counts = await pools.agent_counts(session, ids)
         workspace_counts = await overviews.workspace_counts(session, ids)
-        can_manage = await access.manages_pools(session, user.principal, org)
+        can_manage = await access.may(session, user.principal, org, Action.MANAGE_AGENT_POOLS)
     return render.page(
         request,
         "pools/list.html",
@@ -83,7 +84,7 @@ async def create_pool(
     name = field(form, "name")
     try:
         async with app.db.write() as session:
-            await access.manage_pools(session, user.principal, org)
+            await access.organization(session, user.principal, org, Action.MANAGE_AGENT_POOLS)
             pool = await pools.create_pool(session, org, name, True, [])
     except OutpostError as exc:
         return await _pools_page(request, app, user, org, error=exc.detail, status=exc.status, name=name)
@@ -112,7 +113,7 @@ async def _pool_page(
 ) -> Response:
     async with app.db.read() as session:
         pool = await access.pool(session, user.principal, org, pool_id)
-        can_manage = await access.manages_pools(session, user.principal, org)
+        can_manage = await access.may(session, user.principal, org, Action.MANAGE_AGENT_TOKENS)
         agents = await _agents_context(session, pool.id)
         linked = await pools.linked_workspaces(session, pool.id)
         tokens = await pools.list_tokens(session, pool.id) if can_manage else []
@@ -182,7 +183,7 @@ async def create_token(
     description = field(form, "description")
     try:
         async with app.db.write() as session:
-            pool = await access.pool(session, user.principal, org, pool_id, manage=True)
+            pool = await access.pool(session, user.principal, org, pool_id, Action.MANAGE_AGENT_TOKENS)
             token, secret = await pools.create_token(session, pool.id, description, user.principal.user_id)
     except OutpostError as exc:
         return await _pool_page(
@@ -206,7 +207,7 @@ async def revoke_token(
     typed = field(form, "confirm")
     try:
         async with app.db.write() as session:
-            pool = await access.pool(session, user.principal, org, pool_id, manage=True)
+            pool = await access.pool(session, user.principal, org, pool_id, Action.MANAGE_AGENT_TOKENS)
             token = await pools.get_token(session, token_id)
             if token.pool_id != pool.id:
                 raise Unprocessable(f"Token {token_id!r} does not belong to pool {pool.name}.")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from outpost.domain.permissions import Action
 from outpost.domain.runs import CANCELABLE, DISCARDABLE, FINAL, PHASE_FINAL, PhaseStatus, RunEvent, RunStatus, can
 from outpost.domain.workspaces import ExecutionMode
 from outpost.errors import OutpostError, Unprocessable
@@ -30,7 +31,13 @@ router = APIRouter(dependencies=[Depends(csrf_checked)])
 # Larger logs are shown from their end; the page says so.
 _SHOWN_LOG_BYTES = 2 * 1024 * 1024
 _STREAM_CHUNK = 256 * 1024
-ACTIONS = ("apply", "discard", "cancel", "force-cancel")
+# Each button's action and the permission it needs (the same as the API's endpoint for it).
+ACTION_RIGHTS = {
+    "apply": Action.APPLY_RUN,
+    "discard": Action.DISCARD_RUN,
+    "cancel": Action.CANCEL_RUN,
+    "force-cancel": Action.FORCE_CANCEL_RUN,
+}
 
 
 def run_url(org: str, workspace: str, run_id: str, **query: str) -> str:
@@ -52,7 +59,8 @@ async def _runs_page(
     message: str = "",
 ) -> Response:
     async with app.db.read() as session:
-        workspace = await access.workspace(session, user.principal, org, name)
+        workspace = await access.workspace(session, user.principal, org, name, Action.READ_RUNS)
+        can_queue = bool(await access.allowed(session, user.principal, workspace, Action.QUEUE_RUN))
         found, total = await runs_store.list_for_workspace(session, workspace.id, offset=0, limit=50)
         phases = {r.id: await runs_store.plan_of(session, r.id) for r in found}
         latest_cv = await configs.latest_uploaded(session, workspace.id)
@@ -76,6 +84,7 @@ async def _runs_page(
             latest_cv=latest_cv,
             pool_name=pool_name,
             runs_here=workspace.execution_mode != ExecutionMode.LOCAL.value,
+            can_queue=can_queue,
             error=error,
             message=message,
         ),
@@ -110,7 +119,7 @@ async def queue_run(
             finally:
                 await archive.close()
         async with app.db.write() as session:
-            workspace = await access.workspace(session, user.principal, org, name, lock=True)
+            workspace = await access.workspace(session, user.principal, org, name, Action.QUEUE_RUN, lock=True)
             if data is not None:
                 cv = await configs.create(
                     session, workspace, speculative=False, auto_queue_runs=False, source="tfe-api"
@@ -201,9 +210,11 @@ async def _run_page(
     status: int = 200,
 ) -> Response:
     async with app.db.read() as session:
-        workspace = await access.workspace(session, user.principal, org, name)
+        workspace = await access.workspace(session, user.principal, org, name, Action.READ_RUNS)
         run = await access.run(session, workspace, run_id)
         ctx = await _run_context(session, app, workspace, run)
+        may = await access.allowed(session, user.principal, workspace, *ACTION_RIGHTS.values())
+        ctx["actions"] = [a for a in ctx["actions"] if ACTION_RIGHTS[a] in may]  # buttons the caller may press
         plan_log = await _log_tail(session, ctx["plan"])
         apply_log = await _log_tail(session, ctx["apply"])
     return render.page(
@@ -252,7 +263,7 @@ async def live_run(
     app: Outpost = Depends(outpost),
 ) -> Response:
     async with app.db.read() as session:
-        workspace = await access.workspace(session, user.principal, org, name)
+        workspace = await access.workspace(session, user.principal, org, name, Action.READ_RUNS)
         run = await access.run(session, workspace, run_id)
     # Where the page's logs end; a reconnecting EventSource says where it got to in Last-Event-ID.
     offsets = {"plan": _offset(request, "plan"), "apply": _offset(request, "apply")}
@@ -301,11 +312,11 @@ async def run_action(
     user: WebUser = Depends(signed_in),
     app: Outpost = Depends(outpost),
 ) -> Response:
-    if action not in ACTIONS:
-        raise Unprocessable(f"{action!r} is not a run action; use one of {', '.join(ACTIONS)}.")
+    if action not in ACTION_RIGHTS:
+        raise Unprocessable(f"{action!r} is not a run action; use one of {', '.join(ACTION_RIGHTS)}.")
     try:
         async with app.db.write() as session:
-            workspace = await access.workspace(session, user.principal, org, name)
+            workspace = await access.workspace(session, user.principal, org, name, ACTION_RIGHTS[action])
             run = await access.run(session, workspace, run_id, lock=True)
             if action == "apply":
                 await runs_store.confirm(session, run)

@@ -8,6 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from outpost.domain.permissions import Action
 from outpost.domain.workspaces import DEFAULT_TERRAFORM_VERSION, ExecutionMode
 from outpost.errors import OutpostError
 from outpost.server.context import Outpost, outpost
@@ -58,8 +59,10 @@ async def _list_page(
     values: dict[str, Any] | None = None,
 ) -> Response:
     async with app.db.read() as session:
-        await access.organization(session, user.principal, org)
-        found, _total = await ws_store.list_for(session, org, search=None, offset=0, limit=1000)
+        await access.organization(session, user.principal, org, Action.LIST_WORKSPACES)
+        visible = await access.readable_workspaces(session, user.principal, org)
+        found, _total = await ws_store.list_for(session, org, search=None, offset=0, limit=1000, only=visible)
+        can_create = await access.may(session, user.principal, org, Action.CREATE_WORKSPACE)
         latest = await overviews.runs_by_id(session, [w.latest_run_id for w in found if w.latest_run_id])
         org_pools = await pools.list_pools(session, org)
     return render.page(
@@ -76,6 +79,7 @@ async def _list_page(
             pools=org_pools,
             pool_names={p.id: p.name for p in org_pools},
             modes=MODES,
+            can_create=can_create,
             error=error,
             values=values or {"execution_mode": "remote", "terraform_version": DEFAULT_TERRAFORM_VERSION},
         ),
@@ -107,7 +111,7 @@ async def create_workspace(
     values = {"name": field(form, "name"), **_settings_values(form)}
     try:
         async with app.db.write() as session:
-            await access.organization(session, user.principal, org)
+            await access.organization(session, user.principal, org, Action.CREATE_WORKSPACE)
             workspace = await ws_store.create(session, org, _settings_from(values))
     except OutpostError as exc:
         return await _list_page(request, app, user, org, error=exc.detail, status=exc.status, values=values)
@@ -129,7 +133,10 @@ async def _settings_page(
     values: dict[str, Any] | None = None,
 ) -> Response:
     async with app.db.read() as session:
-        workspace = await access.workspace(session, user.principal, org, name)
+        workspace = await access.workspace(session, user.principal, org, name, Action.READ_STATE)
+        may = await access.allowed(
+            session, user.principal, workspace, Action.UPDATE_WORKSPACE, Action.CHANGE_EXECUTION_MODE
+        )
         org_pools = await pools.list_pools(session, org)
     current = {
         "execution_mode": workspace.execution_mode,
@@ -150,6 +157,8 @@ async def _settings_page(
             workspace=workspace,
             pools=org_pools,
             modes=MODES,
+            can_update=Action.UPDATE_WORKSPACE in may,
+            can_change_mode=Action.CHANGE_EXECUTION_MODE in may,
             values=values or current,
             error=error,
         ),
@@ -171,8 +180,11 @@ async def save_settings(
     values = _settings_values(await request.form())
     try:
         async with app.db.write() as session:
-            workspace = await access.workspace(session, user.principal, org, name, lock=True)
-            await ws_store.apply_settings(session, workspace, _settings_from(values))
+            workspace = await access.workspace(session, user.principal, org, name, Action.UPDATE_WORKSPACE, lock=True)
+            settings = _settings_from(values)
+            if ws_store.changes_execution(settings, workspace):
+                await access.workspace(session, user.principal, org, name, Action.CHANGE_EXECUTION_MODE)
+            await ws_store.apply_settings(session, workspace, settings)
     except OutpostError as exc:
         return await _settings_page(request, app, user, org, name, error=exc.detail, status=exc.status, values=values)
     return render.redirect(workspace_url(org, name, "settings", done="settings-saved"))
@@ -193,7 +205,8 @@ async def _variables_page(
     values: dict[str, Any] | None = None,
 ) -> Response:
     async with app.db.read() as session:
-        workspace = await access.workspace(session, user.principal, org, name)
+        workspace = await access.workspace(session, user.principal, org, name, Action.READ_VARIABLES)
+        can_write = bool(await access.allowed(session, user.principal, workspace, Action.WRITE_VARIABLES))
         variables = await ws_store.list_variables(session, workspace.id)
     return render.page(
         request,
@@ -207,6 +220,7 @@ async def _variables_page(
             tab="variables",
             workspace=workspace,
             variables=variables,
+            can_write=can_write,
             values=values or {"category": "terraform"},
             error=error,
         ),
@@ -232,7 +246,7 @@ async def add_variable(
     values = {"key": key, "category": category, "hcl": hcl, "sensitive": sensitive, "description": description}
     try:
         async with app.db.write() as session:
-            workspace = await access.workspace(session, user.principal, org, name)
+            workspace = await access.workspace(session, user.principal, org, name, Action.WRITE_VARIABLES)
             await ws_store.create_variable(
                 session,
                 workspace,
@@ -242,6 +256,7 @@ async def add_variable(
                 hcl=hcl,
                 sensitive=sensitive,
                 description=description or None,
+                box=app.box,
             )
     except OutpostError as exc:
         # The value is not sent back: a sensitive one must never appear on a page.
@@ -262,20 +277,17 @@ async def update_variable(
     raw_value = form.get("value")
     try:
         async with app.db.write() as session:
-            workspace = await access.workspace(session, user.principal, org, name)
+            workspace = await access.workspace(session, user.principal, org, name, Action.WRITE_VARIABLES)
             variable = await ws_store.get_variable(session, workspace.id, var_id)
+            changes: dict[str, object] = {
+                "hcl": checked(form, "hcl"),
+                "description": field(form, "description") or None,
+                "sensitive": checked(form, "sensitive"),
+            }
             # A sensitive value is write-only: an empty field keeps the value it has.
-            value = raw_value if isinstance(raw_value, str) else None
-            if variable.sensitive and not value:
-                value = None
-            await ws_store.update_variable(
-                session,
-                variable,
-                value=value,
-                hcl=checked(form, "hcl"),
-                description=field(form, "description") or None,
-                sensitive=checked(form, "sensitive"),
-            )
+            if isinstance(raw_value, str) and (raw_value or not variable.sensitive):
+                changes["value"] = raw_value
+            await ws_store.update_variable(session, variable, changes, box=app.box)
     except OutpostError as exc:
         return await _variables_page(request, app, user, org, name, error=exc.detail, status=exc.status)
     return render.redirect(workspace_url(org, name, "variables", done="variable-saved"))
@@ -292,7 +304,7 @@ async def delete_variable(
 ) -> Response:
     try:
         async with app.db.write() as session:
-            workspace = await access.workspace(session, user.principal, org, name)
+            workspace = await access.workspace(session, user.principal, org, name, Action.WRITE_VARIABLES)
             await session.delete(await ws_store.get_variable(session, workspace.id, var_id))
     except OutpostError as exc:
         return await _variables_page(request, app, user, org, name, error=exc.detail, status=exc.status)
@@ -307,7 +319,7 @@ async def state_page(
     org: str, name: str, request: Request, user: WebUser = Depends(signed_in), app: Outpost = Depends(outpost)
 ) -> Response:
     async with app.db.read() as session:
-        workspace = await access.workspace(session, user.principal, org, name)
+        workspace = await access.workspace(session, user.principal, org, name, Action.READ_STATE)
         versions = await state.list_for(session, workspace.id)
         current = await state.current(session, workspace)
         outputs = await state.outputs(session, current.id) if current is not None else []
