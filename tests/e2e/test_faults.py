@@ -342,11 +342,17 @@ def test_plan_timeout_cancels_the_run_with_its_reason(tools_dir: Path, tmp_path:
         server.proc.stop()
 
 
+# A restart under load can take seconds, and the agent's backoff grows while the server is away: with
+# errored-after at 3 s the agent could be declared errored before its next try. This test is about the
+# run and its log surviving, so it gives agents a minute.
+RESTART = [*FAST, "--agent-errored-after", "60"]
+
+
 def test_server_killed_mid_run_then_restarted_loses_nothing(tools_dir: Path, tmp_path: Path) -> None:
     record = tmp_path / "record"
     tools = tools_with_recorder(tools_dir, tmp_path / "tools", record)
     port = free_port()
-    server = start_server(tmp_path / "server", tools, *FAST, port=port)
+    server = start_server(tmp_path / "server", tools, *RESTART, port=port)
     env = Env(server, tools, tmp_path / "agents")
     try:
         env.agent(name="survivor")
@@ -356,7 +362,7 @@ def test_server_killed_mid_run_then_restarted_loses_nothing(tools_dir: Path, tmp
         server.proc.signal(signal.SIGKILL)
         server.proc.stop()  # reaps the killed process and closes its log
         time.sleep(1.0)  # the agent keeps applying and spooling while the server is away
-        server = start_server(tmp_path / "server", tools, *FAST, port=port)
+        server = start_server(tmp_path / "server", tools, *RESTART, port=port)
         env.server = server
         run = env.api.wait_for_run(run_id, STATE_FINAL, timeout=90)
         assert run["attributes"]["status"] == "applied"
