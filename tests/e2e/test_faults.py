@@ -356,7 +356,7 @@ def test_server_killed_mid_run_then_restarted_loses_nothing(tools_dir: Path, tmp
         server.proc.signal(signal.SIGKILL)
         server.proc.stop()  # reaps the killed process and closes its log
         time.sleep(1.0)  # the agent keeps applying and spooling while the server is away
-        server = start_server(tmp_path / "server", tools, *FAST, port=port)
+        server = start_server(tmp_path / "server", tools, *FAST, port=port, database_url=server.db_url)
         env.server = server
         run = env.api.wait_for_run(run_id, STATE_FINAL, timeout=90)
         assert run["attributes"]["status"] == "applied"

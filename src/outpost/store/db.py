@@ -8,7 +8,7 @@ READ COMMITTED transactions; correctness under concurrency comes from row locks 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -74,11 +74,15 @@ class Database:
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+            # Transactions are short and a waiting long-poll holds no connection, so a modest pool serves
+            # many agents; the overflow absorbs bursts. Pre-ping replaces connections a restart broke.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=30)
         self.engine = create_async_engine(target, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Called inside each write that recorded wake-ups, just before it commits (NOTIFY on PostgreSQL).
+        self.before_commit: Callable[[AsyncSession], Awaitable[None]] | None = None
         # Called with the session's info after each committed write (see outpost.store.events).
         self.on_commit: Callable[[dict[Any, Any]], None] | None = None
 
@@ -91,6 +95,8 @@ class Database:
         async with self._sessions() as session:
             async with session.begin():
                 yield session
+                if self.before_commit is not None and session.info:
+                    await self.before_commit(session)
             if self.on_commit is not None and session.info:
                 self.on_commit(session.info)
 
