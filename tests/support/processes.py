@@ -111,7 +111,7 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
     out of the command line). A SQLite file in the data dir is the server's own default: nothing to add."""
     if database_url.startswith("sqlite"):
         return clean_env(**extra)
-    return clean_env(OUTPOST_DATABASE_URL=database_url, OUTPOST_DATABASE_POOL_SIZE=TEST_POOL_SIZE, **extra)
+    return clean_env(**{"OUTPOST_DATABASE_URL": database_url, "OUTPOST_DATABASE_POOL_SIZE": TEST_POOL_SIZE, **extra})
 
 
 def start_server(

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from outpost.domain.agents import AgentStatus
 from outpost.domain.jobs import JobStatus, Phase
+from outpost.errors import Contention
 from outpost.server.context import Outpost
 from outpost.store import agents as agents_store
 from outpost.store import jobs as jobs_store
@@ -35,6 +36,8 @@ class Monitor:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
+            except Contention:
+                log.info("monitor pass met a conflicting change (rolled back); trying again next tick")
             except Exception:
                 log.exception("monitor pass failed; trying again next tick")
             await asyncio.sleep(self.config.monitor_interval)

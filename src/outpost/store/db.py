@@ -14,11 +14,19 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from outpost.errors import ConfigError
+from outpost.errors import ConfigError, Contention
 
 _READ_ONLY = "outpost_read_only"
+# PostgreSQL ended the transaction to resolve contention (a deadlock, a serialization failure, a lock
+# wait cut short): it was rolled back whole, so the caller may simply try again.
+_CONTENTION = {"40P01", "40001", "55P03"}
+
+
+def is_contention(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _CONTENTION
 
 
 def async_url(url: str) -> URL:
@@ -92,11 +100,18 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction. Contention that PostgreSQL resolved by rolling it back is raised as
+        `Contention` (HTTP 503, which agents and API clients retry) rather than as an internal error."""
         async with self._sessions() as session:
-            async with session.begin():
-                yield session
-                if self.before_commit is not None and session.info:
-                    await self.before_commit(session)
+            try:
+                async with session.begin():
+                    yield session
+                    if self.before_commit is not None and session.info:
+                        await self.before_commit(session)
+            except DBAPIError as exc:
+                if is_contention(exc):
+                    raise Contention("The database was busy with a conflicting change; try again.") from exc
+                raise
             if self.on_commit is not None and session.info:
                 self.on_commit(session.info)
 
