@@ -89,7 +89,9 @@ class Racer:
         self.client = Client(address, backoff=Backoff(base=0.05, cap=0.5))
         self.received: list[str] = []
 
-    async def run(self, pool_token: str, registered: asyncio.Event, all_done: asyncio.Event, tally: Counter[str]) -> None:
+    async def run(
+        self, pool_token: str, registered: asyncio.Event, all_done: asyncio.Event, tally: Counter[str]
+    ) -> None:
         heartbeats: asyncio.Task[None] | None = None
         try:
             registration = await self.client.register(pool_token, self.name, 1)
@@ -145,9 +147,13 @@ async def _stored(url: str, pool_id: str, run_ids: list[str]) -> tuple[list[Any]
     db = Database(url, pool_size=1)
     try:
         async with db.read() as s:
-            jobs = (await s.execute(select(Job.id, Job.status, Job.attempt, Job.agent_id).where(Job.pool_id == pool_id))).all()
+            jobs = (
+                await s.execute(select(Job.id, Job.status, Job.attempt, Job.agent_id).where(Job.pool_id == pool_id))
+            ).all()
             statuses = Counter((await s.execute(select(Run.status).where(Run.id.in_(run_ids)))).scalars())
-            names = {a.id: str(a.name) for a in (await s.execute(select(Agent).where(Agent.pool_id == pool_id))).scalars()}
+            names = {
+                a.id: str(a.name) for a in (await s.execute(select(Agent).where(Agent.pool_id == pool_id))).scalars()
+            }
         return list(jobs), statuses, names
     finally:
         await db.dispose()
@@ -174,5 +180,7 @@ def test_every_job_is_claimed_exactly_once_by_50_agents_across_replicas(make_rep
     by_replica = Counter(r.address for r in racers for _ in r.received)
     assert len(by_replica) == len(replicas.servers), f"every replica handed out jobs: {by_replica}"
     busiest = Counter(r.name for r in racers for _ in r.received)
-    print(f"{JOBS} jobs, {AGENTS} agents, {len(replicas.servers)} replica(s): {elapsed:.1f} s; by replica {dict(by_replica)}; "
-          f"jobs per agent {min(busiest.values())}..{max(busiest.values())}")
+    print(
+        f"{JOBS} jobs, {AGENTS} agents, {len(replicas.servers)} replica(s): {elapsed:.1f} s; by replica {dict(by_replica)}; "
+        f"jobs per agent {min(busiest.values())}..{max(busiest.values())}"
+    )

@@ -155,13 +155,24 @@ def test_capability_urls_from_one_replica_work_on_the_other(two: Setup) -> None:
     text = b"Terraform v1.0.3\nwritten through the other replica\n"
     asyncio.run(_agent_writes_a_log(two, run["id"], text))
     run = api.wait_for_run(run["id"], {"planned_and_finished"}, timeout=30)
-    assert httpx.get(elsewhere(api.phase(run, "plan")["attributes"]["log-read-url"])).content == b"\x02" + text + b"\x03"
+    assert (
+        httpx.get(elsewhere(api.phase(run, "plan")["attributes"]["log-read-url"])).content == b"\x02" + text + b"\x03"
+    )
 
     # State download: a state version pushed through replica 0, downloaded from replica 1.
-    raw = json.dumps({"version": 4, "serial": 1, "lineage": "l-1", "terraform_version": "1.0.3", "outputs": {}, "resources": []}).encode()
+    raw = json.dumps(
+        {"version": 4, "serial": 1, "lineage": "l-1", "terraform_version": "1.0.3", "outputs": {}, "resources": []}
+    ).encode()
     api.request("POST", f"/workspaces/{ws['id']}/actions/lock", {"reason": "push"})
-    attrs = {"serial": 1, "md5": hashlib.md5(raw).hexdigest(), "lineage": "l-1", "state": base64.b64encode(raw).decode()}
-    sv = api.request("POST", f"/workspaces/{ws['id']}/state-versions", {"data": {"type": "state-versions", "attributes": attrs}})
+    attrs = {
+        "serial": 1,
+        "md5": hashlib.md5(raw).hexdigest(),
+        "lineage": "l-1",
+        "state": base64.b64encode(raw).decode(),
+    }
+    sv = api.request(
+        "POST", f"/workspaces/{ws['id']}/state-versions", {"data": {"type": "state-versions", "attributes": attrs}}
+    )
     download = httpx.get(elsewhere(sv["data"]["attributes"]["hosted-state-download-url"]))
     assert download.status_code == 200 and download.content == raw
 
@@ -248,7 +259,11 @@ async def _plan_logs(url: str, job_ids: list[str]) -> dict[str, str]:
     db = Database(url, pool_size=1)
     try:
         async with db.read() as s:
-            plans = (await s.execute(select(Job.id, Plan.id).join(Plan, Plan.run_id == Job.run_id).where(Job.id.in_(job_ids)))).all()
+            plans = (
+                await s.execute(
+                    select(Job.id, Plan.id).join(Plan, Plan.run_id == Job.run_id).where(Job.id.in_(job_ids))
+                )
+            ).all()
             return {job_id: (await logs.read_all(s, plan_id)).decode() for job_id, plan_id in plans}
     finally:
         await db.dispose()
