@@ -159,6 +159,15 @@ def test_replica_killed_mid_run_loses_nothing_and_the_run_completes_through_the_
     assert run_id in {v["relationships"]["run"]["data"]["id"] for v in versions}
 
 
+def _wait_served_by(nginx: Nginx, server: Any, since: int) -> None:
+    upstream = f"127.0.0.1:{_port(server.url)}"
+    wait_until(
+        lambda: any(e[3] == upstream and int(e[2]) < 500 for e in nginx.access_log()[since:]),
+        30,
+        what=f"nginx to send requests to {upstream} again",
+    )
+
+
 def test_rolling_restart_of_the_replicas_loses_nothing(deploy: Any, tools_dir: Path) -> None:
     d: Deployment = deploy(
         ["server 127.0.0.1:{0} max_fails=1 fail_timeout=3s;", "server 127.0.0.1:{1} max_fails=1 fail_timeout=3s;"],
@@ -179,13 +188,7 @@ def test_rolling_restart_of_the_replicas_loses_nothing(deploy: Any, tools_dir: P
         seen = len(d.nginx.access_log())
         restarted = d.replicas.restart(i)
         # As docs/deployment.md says: the next replica goes only once nginx serves from this one again.
-        wait_until(
-            lambda: any(
-                e[3] == f"127.0.0.1:{_port(restarted.url)}" and int(e[2]) < 500 for e in d.nginx.access_log()[seen:]
-            ),
-            30,
-            what=f"nginx to use replica {i} again",
-        )
+        _wait_served_by(d.nginx, restarted, seen)
     final = {run_id: api.wait_for_run(run_id, FINAL, timeout=240) for _, run_id in runs}
     statuses = {run_id: run["attributes"]["status"] for run_id, run in final.items()}
     assert set(statuses.values()) <= {"applied", "planned_and_finished"}, statuses
