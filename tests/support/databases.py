@@ -100,13 +100,13 @@ def template() -> str:
     return name
 
 
-def new_database(directory: Path) -> str:
+def new_database(directory: Path, *, empty: bool = False) -> str:
     """The URL of a database for one server or one test: a SQLite file in `directory`, or a new
-    PostgreSQL database with the migrations applied."""
+    PostgreSQL database with the migrations applied (none with `empty`)."""
     if not is_postgres():
         directory.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{directory / 'outpost.db'}"
-    source = template()
+    source = "template1" if empty else template()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     name = f"{_prefix()}_{worker}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
     with _connect() as conn:
