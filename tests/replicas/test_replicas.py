@@ -302,3 +302,22 @@ def test_background_duties_run_by_both_replicas_act_exactly_once(make_replicas: 
     for job_id in outcome["unstarted"]:
         assert server_logs.count(f"job {job_id} requeued") == 1
     assert "Traceback" not in server_logs
+
+
+def test_the_listener_reconnects_and_wakeups_cross_replicas_again(two: Setup) -> None:
+    import psycopg
+
+    dbname = two.replicas.db_url.rsplit("/", 1)[1]
+    with psycopg.connect(databases.admin_url(), autocommit=True) as conn:
+        query = "SELECT pid FROM pg_stat_activity WHERE application_name = 'outpost-listener' AND datname = %s"
+        before = {int(r[0]) for r in conn.execute(query, (dbname,)).fetchall()}
+        assert len(before) == 2, "one LISTEN connection per replica"
+        for pid in before:  # the database drops them (a restart, a failover, a network cut)
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_until(
+            lambda: len({int(r[0]) for r in conn.execute(query, (dbname,)).fetchall()} - before) == 2,
+            30,
+            what="both replicas to listen again",
+        )
+    assert max(asyncio.run(_wake_latencies(two, 2))) < 10
+    assert all("reconnecting" in s.proc.output() for s in two.replicas.servers)
