@@ -191,7 +191,20 @@ def test_revoking_the_token_mid_job_stops_the_agent_and_errors_the_run(env: Env)
     env.no_leftovers()
 
 
-def test_network_partition_longer_than_unknown_after(env: Env) -> None:
+def test_network_partition_longer_than_unknown_after(tools_dir: Path, tmp_path: Path) -> None:
+    # A server of its own that declares agents errored only after a minute: the agent's retries back
+    # off for seconds once the partition ends, longer than the shared fast server's 3 s would allow.
+    server = start_server(tmp_path / "server", tools_dir, *FAST, "--agent-errored-after", "60")
+    env = Env(server, tools_dir, tmp_path / "agents")
+    try:
+        _partition(env)
+    finally:
+        env.close()
+        server.proc.stop()
+    assert not leftover_processes(tmp_path / "agents")
+
+
+def _partition(env: Env) -> None:
     proxy = TcpProxy(int(env.server.url.rsplit(":", 1)[1])).start()
     try:
         env.agent(name="partitioned", address=f"http://127.0.0.1:{proxy.port}")
