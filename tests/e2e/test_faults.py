@@ -359,7 +359,10 @@ def test_server_killed_mid_run_then_restarted_loses_nothing(tools_dir: Path, tmp
     record = tmp_path / "record"
     tools = tools_with_recorder(tools_dir, tmp_path / "tools", record)
     port = free_port()
-    server = start_server(tmp_path / "server", tools, *FAST, port=port)
+    # Agents are declared errored only after a minute here: the agent's retries back off for seconds
+    # while the server is away, and this test is about what survives the kill, not about liveness.
+    patient = (*FAST, "--agent-errored-after", "60")
+    server = start_server(tmp_path / "server", tools, *patient, port=port)
     env = Env(server, tools, tmp_path / "agents")
     try:
         env.agent(name="survivor")
@@ -369,7 +372,7 @@ def test_server_killed_mid_run_then_restarted_loses_nothing(tools_dir: Path, tmp
         server.proc.signal(signal.SIGKILL)
         server.proc.stop()  # reaps the killed process and closes its log
         time.sleep(1.0)  # the agent keeps applying and spooling while the server is away
-        server = start_server(tmp_path / "server", tools, *FAST, port=port, database_url=server.db_url)
+        server = start_server(tmp_path / "server", tools, *patient, port=port, database_url=server.db_url)
         env.server = server
         run = env.api.wait_for_run(run_id, STATE_FINAL, timeout=90)
         assert run["attributes"]["status"] == "applied"
