@@ -135,7 +135,7 @@ async def _race(replicas: Replicas, org: str) -> tuple[list[Racer], list[str], s
         agents = [asyncio.create_task(r.run(pool_token, registered, all_done, tally)) for r in racers]
         queued = asyncio.create_task(_queue(db, ws_ids, cv_ids, registered))
         try:
-            await asyncio.wait_for(asyncio.gather(queued, *agents), timeout=600)
+            await asyncio.wait_for(asyncio.gather(queued, *agents), timeout=800)
         except TimeoutError:
             pytest.fail(f"not every job finished in time: {dict(tally)}")
         return racers, queued.result(), pool_id, time.monotonic() - began
@@ -159,7 +159,7 @@ async def _stored(url: str, pool_id: str, run_ids: list[str]) -> tuple[list[Any]
         await db.dispose()
 
 
-@pytest.mark.timeout(900)  # about a minute on an idle machine; far longer when the machine is shared
+@pytest.mark.timeout(900)  # 3 to 7 minutes on a shared 2-core machine (the servers are CPU-bound)
 def test_every_job_is_claimed_exactly_once_by_50_agents_across_replicas(make_replicas: Any) -> None:
     replicas: Replicas = make_replicas(replica_count(), *SERVER_ARGS, env={"OUTPOST_DATABASE_POOL_SIZE": "5"})
     org, _ = replicas.organization()
