@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography.fernet import Fernet
 
 from bench import machine
 from bench.cases import capacity, dispatch, logstream, memory, overhead, ramp, throughput
@@ -128,12 +129,10 @@ def _run(case: str, args: dict[str, Any], work: Path, tools: Path, postgres_url:
 
 
 def _replicas(work: Path, url: str, args: dict[str, Any]) -> Any:
-    from outpost.store import migrate
-
-    migrate.upgrade(url)
-    first = start_server(work / "a", *SERVER_FLAGS, database_url=url)
+    key = ("--encryption-key", Fernet.generate_key().decode())  # the replicas' shared key
+    first = start_server(work / "a", *SERVER_FLAGS, *key, database_url=url)
     try:
-        second = start_server(work / "b", *SERVER_FLAGS, database_url=url)
+        second = start_server(work / "b", *SERVER_FLAGS, *key, database_url=url)
         try:
             org = f"bench-{int(time.time())}"
             return asyncio.run(throughput.run([first.url, second.url], org, new_org(first, org), **args))

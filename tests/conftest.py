@@ -14,10 +14,19 @@ import pytest
 from outpost.admin import bootstrap
 from outpost.api_client import OutpostAPI
 from outpost.tools import install_tools
+from tests.support import databases
 from tests.support.processes import Proc, Server, start_agent, start_server
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 CONFIGS = Path(__file__).parent / "configs"
+
+
+def pytest_report_header() -> str:
+    return f"database: {databases.kind()} (OUTPOST_TEST_DATABASE)"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    databases.drop_created()
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +36,7 @@ def tools_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, tools_dir: Path) -> Iterator[Server]:
-    """One real server per test worker (SQLite, built-in agent on); tests isolate by organization."""
+    """One real server per test worker (on the database OUTPOST_TEST_DATABASE names, built-in agent on); tests isolate by organization."""
     srv = start_server(tmp_path_factory.mktemp("server"), tools_dir)
     yield srv
     srv.proc.stop()

@@ -54,6 +54,13 @@ def _encryption_options(f: Callable[..., None]) -> Callable[..., None]:
 @click.option("--host", envvar="OUTPOST_HOST", default="127.0.0.1")
 @click.option("--port", envvar="OUTPOST_PORT", type=int, default=8080)
 @_db_options
+@click.option(
+    "--database-pool-size",
+    envvar="OUTPOST_DATABASE_POOL_SIZE",
+    type=click.IntRange(1, 200),
+    default=10,
+    help="PostgreSQL connections kept per server process (up to as many again open under load).",
+)
 @click.option("--external-url", envvar="OUTPOST_EXTERNAL_URL", help="Base of the absolute URLs the server hands out.")
 @click.option("--tls-cert", envvar="OUTPOST_TLS_CERT", type=click.Path(exists=True, path_type=Path))
 @click.option("--tls-key", envvar="OUTPOST_TLS_KEY", type=click.Path(exists=True, path_type=Path))

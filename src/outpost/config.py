@@ -16,6 +16,8 @@ class ServerConfig:
     port: int = 8080
     data_dir: Path = Path(".outpost")
     database_url: str | None = None
+    # Connections each server process keeps to PostgreSQL (it may open as many again under bursts).
+    database_pool_size: int = 10
     external_url: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -78,6 +78,12 @@ class Unprocessable(OutpostError):
     status = 422
 
 
+class Contention(OutpostError):
+    """Database busy."""
+
+    status = 503
+
+
 class InvalidTransition(Conflict):
     """Transition not allowed."""
 

@@ -20,7 +20,8 @@ import trustme
 
 from outpost.admin import bootstrap
 from outpost.api_client import OutpostAPI
-from tests.support.processes import OUTPOST, Proc, free_port, start_agent, wait_until
+from tests.support import databases
+from tests.support.processes import OUTPOST, Proc, free_port, server_env, start_agent, wait_until
 
 
 @dataclass
@@ -29,14 +30,11 @@ class TLSServer:
     data_dir: Path
     ca_file: Path
     proc: Proc
+    db_url: str
 
     @property
     def url(self) -> str:
         return f"https://{self.host}"
-
-    @property
-    def db_url(self) -> str:
-        return f"sqlite:///{self.data_dir / 'outpost.db'}"
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
@@ -52,6 +50,7 @@ def start_tls_server(base: Path, tools_dir: Path, *args: str) -> TLSServer:
         blob.write_to_path(str(cert_file), append=i > 0)
     port = free_port()
     data_dir = base / "data"
+    db_url = databases.new_database(data_dir)
     proc = Proc(
         [
             *OUTPOST,
@@ -69,8 +68,9 @@ def start_tls_server(base: Path, tools_dir: Path, *args: str) -> TLSServer:
             *args,
         ],
         base / "server.log",
+        env=server_env(db_url),
     ).start()
-    server = TLSServer(host=f"localhost:{port}", data_dir=data_dir, ca_file=ca_file, proc=proc)
+    server = TLSServer(host=f"localhost:{port}", data_dir=data_dir, ca_file=ca_file, proc=proc, db_url=db_url)
     context = server.ssl_context()
 
     def up() -> bool:

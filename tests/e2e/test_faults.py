@@ -191,7 +191,20 @@ def test_revoking_the_token_mid_job_stops_the_agent_and_errors_the_run(env: Env)
     env.no_leftovers()
 
 
-def test_network_partition_longer_than_unknown_after(env: Env) -> None:
+def test_network_partition_longer_than_unknown_after(tools_dir: Path, tmp_path: Path) -> None:
+    # A server of its own that declares agents errored only after a minute: the agent's retries back
+    # off for seconds once the partition ends, longer than the shared fast server's 3 s would allow.
+    server = start_server(tmp_path / "server", tools_dir, *FAST, "--agent-errored-after", "60")
+    env = Env(server, tools_dir, tmp_path / "agents")
+    try:
+        _partition(env)
+    finally:
+        env.close()
+        server.proc.stop()
+    assert not leftover_processes(tmp_path / "agents")
+
+
+def _partition(env: Env) -> None:
     proxy = TcpProxy(int(env.server.url.rsplit(":", 1)[1])).start()
     try:
         env.agent(name="partitioned", address=f"http://127.0.0.1:{proxy.port}")
@@ -342,17 +355,14 @@ def test_plan_timeout_cancels_the_run_with_its_reason(tools_dir: Path, tmp_path:
         server.proc.stop()
 
 
-# A restart under load can take seconds, and the agent's backoff grows while the server is away: with
-# errored-after at 3 s the agent could be declared errored before its next try. This test is about the
-# run and its log surviving, so it gives agents a minute.
-RESTART = [*FAST, "--agent-errored-after", "60"]
-
-
 def test_server_killed_mid_run_then_restarted_loses_nothing(tools_dir: Path, tmp_path: Path) -> None:
     record = tmp_path / "record"
     tools = tools_with_recorder(tools_dir, tmp_path / "tools", record)
     port = free_port()
-    server = start_server(tmp_path / "server", tools, *RESTART, port=port)
+    # Agents are declared errored only after a minute here: the agent's retries back off for seconds
+    # while the server is away, and this test is about what survives the kill, not about liveness.
+    patient = (*FAST, "--agent-errored-after", "60")
+    server = start_server(tmp_path / "server", tools, *patient, port=port)
     env = Env(server, tools, tmp_path / "agents")
     try:
         env.agent(name="survivor")
@@ -362,7 +372,7 @@ def test_server_killed_mid_run_then_restarted_loses_nothing(tools_dir: Path, tmp
         server.proc.signal(signal.SIGKILL)
         server.proc.stop()  # reaps the killed process and closes its log
         time.sleep(1.0)  # the agent keeps applying and spooling while the server is away
-        server = start_server(tmp_path / "server", tools, *RESTART, port=port)
+        server = start_server(tmp_path / "server", tools, *patient, port=port, database_url=server.db_url)
         env.server = server
         run = env.api.wait_for_run(run_id, STATE_FINAL, timeout=90)
         assert run["attributes"]["status"] == "applied"

@@ -1,4 +1,4 @@
-"""The job claim against a real (SQLite) database: no job is claimed twice, capacity holds under races,
+"""The job claim against a real database (SQLite, or PostgreSQL with OUTPOST_TEST_DATABASE): no job is claimed twice, capacity holds under races,
 lost answers are redelivered with a fresh credential, and a finished job fences its credential off."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from outpost.store.jobs import Claimed, JobFenced, Result
 from outpost.store.runs import RunOptions
 from outpost.store.tables import Agent, Job, Run
 from outpost.store.workspaces import WorkspaceSettings
+from tests.support import databases
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -56,7 +57,7 @@ class World:
 
 
 async def build_world(tmp_path: Path, *, capacities: list[int], run_count: int) -> World:
-    url = "sqlite:///" + str(tmp_path / "outpost.db")
+    url = databases.new_database(tmp_path)
     migrate.upgrade(url)
     db = Database(url)
     try:

@@ -1,4 +1,4 @@
-"""Run logs against a real (SQLite) database: idempotent appends at offsets, gaps refused with the server's
+"""Run logs against a real database (SQLite, or PostgreSQL with OUTPOST_TEST_DATABASE): idempotent appends at offsets, gaps refused with the server's
 size, exact reads across chunk boundaries, and nothing appended once the log is complete."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from outpost.store.logs import LogGap
 from outpost.store.runs import RunOptions
 from outpost.store.tables import LogChunk, Plan
 from outpost.store.workspaces import WorkspaceSettings
+from tests.support import databases
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -39,7 +40,7 @@ def config_archive() -> bytes:
 
 async def plan_log(tmp_path: Path) -> tuple[Database, str]:
     """A database holding one queued plan-only run; the id of its plan, which is the plan's log id."""
-    url = "sqlite:///" + str(tmp_path / "outpost.db")
+    url = databases.new_database(tmp_path)
     migrate.upgrade(url)
     db = Database(url)
     try:

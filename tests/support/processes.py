@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import databases
+
 OUTPOST = [sys.executable, "-m", "outpost"]
 
 
@@ -97,17 +99,36 @@ class Server:
     url: str
     data_dir: Path
     proc: Proc
-
-    @property
-    def db_url(self) -> str:
-        return f"sqlite:///{self.data_dir / 'outpost.db'}"
+    db_url: str
 
 
-def start_server(data_dir: Path, tools_dir: Path, *args: str, port: int | None = None) -> Server:
+# Test servers keep few PostgreSQL connections: many run at once, and max_connections is 100 by default.
+TEST_POOL_SIZE = "3"
+
+
+def server_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a server process on `database_url` (the URL, which may hold a password, stays
+    out of the command line). A SQLite file in the data dir is the server's own default: nothing to add."""
+    if database_url.startswith("sqlite"):
+        return clean_env(**extra)
+    return clean_env(**{"OUTPOST_DATABASE_URL": database_url, "OUTPOST_DATABASE_POOL_SIZE": TEST_POOL_SIZE, **extra})
+
+
+def start_server(
+    data_dir: Path,
+    tools_dir: Path,
+    *args: str,
+    port: int | None = None,
+    database_url: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """A server on a new database (see tests.support.databases), or on `database_url` (a restart, a replica)."""
     port = port or free_port()
+    database_url = database_url or databases.new_database(data_dir)
     proc = Proc(
         [*OUTPOST, "server", "--port", str(port), "--data-dir", str(data_dir), "--tools-dir", str(tools_dir), *args],
         data_dir / "server.log",
+        env=server_env(database_url, **(env or {})),
     ).start()
     url = f"http://127.0.0.1:{port}"
 
@@ -120,7 +141,7 @@ def start_server(data_dir: Path, tools_dir: Path, *args: str, port: int | None =
             return False
 
     wait_until(up, 60, what="the server")
-    return Server(url=url, data_dir=data_dir, proc=proc)
+    return Server(url=url, data_dir=data_dir, proc=proc, db_url=database_url)
 
 
 def start_agent(

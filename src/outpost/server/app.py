@@ -41,20 +41,28 @@ def create_app(config: ServerConfig) -> FastAPI:
         keys = encryption_keys(config)
         if config.migrate:
             await asyncio.to_thread(migrate.upgrade, config.db_url, encryption_keys=keys)
-        db = Database(config.db_url)
+        db = Database(config.db_url, pool_size=config.database_pool_size)
         state = Outpost(config=config, db=db, dispatcher=Dispatcher())
         state.attach()
         await state.load_secret()
         await state.load_encryption(keys)
         app.state.outpost = state
-        monitor = Monitor(state)
-        monitor_task = asyncio.create_task(monitor.run())
+        tasks = [asyncio.create_task(Monitor(state).run())]
+        if not db.is_sqlite:
+            listener = state.listener()
+            tasks.append(asyncio.create_task(listener.run()))
+            # Serve once other replicas' wake-ups reach us; if PostgreSQL is slow to accept the LISTEN
+            # connection, serve anyway: polling picks work up meanwhile and the listener keeps trying.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listener.listening.wait(), 10)
         try:
             yield
         finally:
-            monitor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor_task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await db.dispose()
 
     app = FastAPI(

@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.config import ServerConfig
 from outpost.encryption import Encryptor, resolve_keys
 from outpost.server.dispatch import Dispatcher
-from outpost.store import events
+from outpost.store import events, notify
 from outpost.store.db import Database
 from outpost.store.tables import Setting
 
@@ -25,9 +26,30 @@ class Outpost:
     dispatcher: Dispatcher
     secret: bytes = b""
     encryptor: Encryptor | None = None
+    # Tells this process's own notifications from other replicas' (it has already woken its waiters).
+    replica_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def attach(self) -> None:
         self.db.on_commit = self._after_commit
+        if not self.db.is_sqlite:
+            self.db.before_commit = self._announce
+
+    def listener(self) -> notify.Listener:
+        """Wake-ups from the other replicas (PostgreSQL only): their NOTIFYs wake our waiters."""
+        return notify.Listener(self.db.url, self.replica_id, self._on_remote_wake, self._resync)
+
+    async def _announce(self, session: AsyncSession) -> None:
+        await notify.send(session, notify.encode(self.replica_id, session.info))
+
+    def _on_remote_wake(self, wake: notify.Wake) -> None:
+        for pool_id, count in wake.pools.items():
+            self.dispatcher.wake_pool(pool_id, count)
+        for agent_id in wake.agents:
+            self.dispatcher.wake_agent(agent_id)
+
+    def _resync(self) -> None:
+        """After a gap in listening: every waiting poll looks at the database once more."""
+        self.dispatcher.wake_all()
 
     def _after_commit(self, info: dict[object, object]) -> None:
         pools = info.get(events.POOLS)

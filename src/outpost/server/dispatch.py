@@ -104,6 +104,12 @@ class Dispatcher:
         for waiter in list(self._agents.get(agent_id, ())):
             waiter.wake("agent")
 
+    def wake_all(self) -> None:
+        """Every waiting poll checks the database again (news may have been missed)."""
+        for waiters in list(self._agents.values()):
+            for waiter in list(waiters):
+                waiter.wake("agent")
+
     def waiting_count(self, pool_id: str | None = None) -> int:
         if pool_id is None:
             return sum(len(q) for q in self._pools.values())

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from outpost.errors import OutpostError
 from outpost.server.jsonapi import JSONAPIResponse, error_body, error_response
@@ -37,6 +38,15 @@ def install(app: FastAPI) -> None:
     async def _validation(_request: Request, exc: RequestValidationError) -> Response:
         detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
         return JSONAPIResponse(error_body(422, "invalid request", detail), status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(request: Request, _exc: ClientDisconnect) -> Response:
+        # The client left while sending its request (a canceled call, an agent stopping): no one reads
+        # this answer, and it is not a server error worth a traceback.
+        log.debug("client left during %s %s", request.method, request.url.path)
+        return JSONAPIResponse(
+            error_body(400, "client disconnected", "The request was not received whole."), status_code=400
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -10,10 +10,11 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from outpost.domain.agents import AgentStatus
 from outpost.domain.jobs import JobStatus, Phase
+from outpost.errors import Contention
 from outpost.server.context import Outpost
 from outpost.store import agents as agents_store
 from outpost.store import jobs as jobs_store
@@ -35,6 +36,8 @@ class Monitor:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
+            except Contention:
+                log.info("monitor pass met a conflicting change (rolled back); trying again next tick")
             except Exception:
                 log.exception("monitor pass failed; trying again next tick")
             await asyncio.sleep(self.config.monitor_interval)
@@ -134,20 +137,30 @@ class Monitor:
     async def enforce_timeouts(self) -> None:
         """An overrun phase is canceled with its reason; its agent is told to kill terraform at once."""
         now = utcnow()
+        plan_cutoff = now - timedelta(seconds=self.config.plan_timeout)
+        apply_cutoff = now - timedelta(seconds=self.config.apply_timeout)
         async with self.app.db.write() as session:
-            running = (
+            # Only overrun jobs are selected and locked: every replica runs this pass, and locking every
+            # running job each time would hold up their log appends for nothing.
+            overrun = (
                 (
                     await session.execute(
-                        select(Job).where(Job.status == JobStatus.RUNNING.value).with_for_update(skip_locked=True)
+                        select(Job)
+                        .where(
+                            Job.status == JobStatus.RUNNING.value,
+                            or_(
+                                and_(Job.phase == Phase.PLAN.value, Job.started_at < plan_cutoff),
+                                and_(Job.phase == Phase.APPLY.value, Job.started_at < apply_cutoff),
+                            ),
+                        )
+                        .with_for_update(skip_locked=True)
                     )
                 )
                 .scalars()
                 .all()
             )
-            for job in running:
+            for job in overrun:
                 limit = self.config.plan_timeout if job.phase == Phase.PLAN.value else self.config.apply_timeout
-                if job.started_at is None or job.started_at + timedelta(seconds=limit) > now:
-                    continue
                 run = await runs_store.get(session, job.run_id, lock=True)
                 await runs_store.stop(
                     session, run, job, f"The {job.phase} exceeded its timeout of {limit:g} s and was canceled."

@@ -61,7 +61,8 @@ async def authenticate_session(session: AsyncSession, secret: str, *, lock: bool
     """The agent behind a session credential, if it may still work; AgentGone with the reason otherwise."""
     query = select(Agent).where(Agent.session_hash == hash_secret(secret))
     if lock:
-        query = query.with_for_update()
+        # Locked rows are read afresh: the row may have changed since this transaction first loaded it.
+        query = query.with_for_update().execution_options(populate_existing=True)
     agent = (await session.execute(query)).scalar_one_or_none()
     if agent is None:
         raise Unauthorized("The agent session is unknown. Restart the agent to register again.")

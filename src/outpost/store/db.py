@@ -9,17 +9,25 @@ READ COMMITTED transactions; correctness under concurrency comes from row locks 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from outpost.errors import ConfigError
+from outpost.errors import ConfigError, Contention
 
 _READ_ONLY = "outpost_read_only"
+# PostgreSQL ended the transaction to resolve contention (a deadlock, a serialization failure, a lock
+# wait cut short): it was rolled back whole, so the caller may simply try again.
+_CONTENTION = {"40P01", "40001", "55P03"}
+
+
+def is_contention(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _CONTENTION
 
 
 def async_url(url: str) -> URL:
@@ -75,12 +83,16 @@ class Database:
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+            # Transactions are short and a waiting long-poll holds no connection, so a modest pool serves
+            # many agents; the overflow absorbs bursts. Pre-ping replaces connections a restart broke.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=30)
         self.engine = create_async_engine(target, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        # Called inside each write that recorded wake-ups, just before it commits (NOTIFY on PostgreSQL).
+        self.before_commit: Callable[[AsyncSession], Awaitable[None]] | None = None
         # Called with the session's info after each committed write (see outpost.store.events).
         self.on_commit: Callable[[dict[Any, Any]], None] | None = None
 
@@ -90,10 +102,19 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction. Contention that PostgreSQL resolved by rolling it back is raised as
+        `Contention` (HTTP 503, which agents and API clients retry) rather than as an internal error."""
         async with self._writer():
             async with self._sessions() as session:
-                async with session.begin():
-                    yield session
+                try:
+                    async with session.begin():
+                        yield session
+                        if self.before_commit is not None and session.info:
+                            await self.before_commit(session)
+                except DBAPIError as exc:
+                    if is_contention(exc):
+                        raise Contention("The database was busy with a conflicting change; try again.") from exc
+                    raise
         if self.on_commit is not None and session.info:
             self.on_commit(session.info)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.domain.agents import COUNTED
@@ -209,16 +211,19 @@ async def touch_token(session: AsyncSession, token_id: str, every: float = 60.0)
 async def ensure_builtin_pool(session: AsyncSession) -> AgentPool:
     pool = await session.get(AgentPool, BUILTIN_POOL_ID)
     if pool is None:
-        pool = AgentPool(
-            id=BUILTIN_POOL_ID,
-            organization_id=None,
-            name="builtin",
-            organization_scoped=True,
-            is_builtin=True,
-            created_at=utcnow(),
-        )
-        session.add(pool)
-        await session.flush()
+        # Several replicas may get here at once: the insert does nothing if another one made the pool.
+        values = {
+            "id": BUILTIN_POOL_ID,
+            "organization_id": None,
+            "name": "builtin",
+            "organization_scoped": True,
+            "is_builtin": True,
+            "created_at": utcnow(),
+        }
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        await session.execute(insert(AgentPool).values(**values).on_conflict_do_nothing(index_elements=["id"]))
+        pool = await session.get(AgentPool, BUILTIN_POOL_ID)
+        assert pool is not None
     return pool
 
 

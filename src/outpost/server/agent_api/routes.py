@@ -214,10 +214,13 @@ async def _poll(
 async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Response:
     await jsonapi.read_body(request)
     async with app.db.write() as session:
+        # Rows are locked job before agent, the order in which finishing a job takes them (job, run,
+        # agent): the other order deadlocks with a job finishing at the same moment.
+        agent = await agents_store.authenticate_session(session, _token(request, TokenKind.AGENT_SESSION))
+        await jobs_store.renew_leases(session, agent.id, timedelta(seconds=app.config.job_lease))
         agent = await agents_store.authenticate_session(session, _token(request, TokenKind.AGENT_SESSION), lock=True)
         await agents_store.ping(session, agent, _client_ip(request))
         await pools.touch_token(session, agent.token_id)
-        await jobs_store.renew_leases(session, agent.id, timedelta(seconds=app.config.job_lease))
         orders = await jobs_store.cancel_orders(session, agent.id)
     return JSONResponse({"action": "continue", "heartbeat_interval": app.config.heartbeat_interval, "cancel": orders})
 
