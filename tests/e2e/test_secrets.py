@@ -4,7 +4,6 @@ that prints it whole and in pieces)."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from cryptography.fernet import Fernet
 
 from outpost.api_client import OutpostAPI
 from tests.conftest import CONFIGS
+from tests.support import databases
 from tests.support.processes import Server
 
 pytestmark = pytest.mark.e2e
@@ -36,14 +36,14 @@ def test_sensitive_variables(server: Server, api: OutpostAPI, org: tuple[str, st
     assert api.request("PATCH", f"/workspaces/{ws}/vars/{created['id']}", unset)["data"]["attributes"]["sensitive"]
 
     # At rest: no plain value in the database, only a token the server's key opens.
-    with sqlite3.connect(server.data_dir / "outpost.db") as db:
-        value, ciphertext = db.execute(
-            "SELECT value, value_ciphertext FROM variables WHERE id = ?", (created["id"],)
-        ).fetchone()
-    assert value == "" and SECRET not in ciphertext
+    ((value, ciphertext),) = databases.query(
+        server.db_url, "SELECT value, value_ciphertext FROM variables WHERE id = :id", id=created["id"]
+    )
+    assert value == "" and isinstance(ciphertext, str) and SECRET not in ciphertext
     key = (server.data_dir / "encryption.key").read_text().strip()
     assert Fernet(key.encode()).decrypt(ciphertext.encode()).decode() == SECRET
-    assert SECRET.encode() not in (server.data_dir / "outpost.db").read_bytes()
+    if not databases.is_postgres():  # the whole file, free pages and journal included
+        assert SECRET.encode() not in (server.data_dir / "outpost.db").read_bytes()
 
     # In logs: terraform gets the value, the log never shows it.
     cv = api.upload_configuration(ws, CONFIGS / "secret_echo")
@@ -80,6 +80,8 @@ def test_a_server_with_another_key_refuses_to_start(server: Server, tmp_path: Pa
             str(free_port()),
             "--data-dir",
             str(data),
+            "--database-url",
+            first.db_url,  # the same database, another key
             "--no-builtin-agent",
             "--encryption-key",
             other,

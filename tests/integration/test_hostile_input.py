@@ -5,13 +5,13 @@ are read), and JSON:API documents of the wrong shape (clear 4xx, nothing changed
 from __future__ import annotations
 
 import socket
-import sqlite3
 from typing import Any
 
 import httpx
 import pytest
 
 from outpost.api_client import OutpostAPI
+from tests.support import databases
 from tests.support.archives import gzip_bomb, hostile
 from tests.support.processes import Server
 
@@ -22,8 +22,8 @@ JSONAPI = {"Content-Type": "application/vnd.api+json"}
 
 
 def _blobs(server: Server) -> int:
-    with sqlite3.connect(server.data_dir / "outpost.db") as db:
-        return int(db.execute("SELECT count(*) FROM blobs").fetchone()[0])
+    ((count,),) = databases.query(server.db_url, "SELECT count(*) FROM blobs")
+    return int(str(count))
 
 
 def _new_cv(api: OutpostAPI, workspace_id: str) -> dict[str, Any]:

@@ -123,3 +123,18 @@ def drop_created() -> None:
         while _created:
             name = _created.pop()
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def query(url: str, statement: str, **params: object) -> list[tuple[object, ...]]:
+    """Rows of a query against a server's database, whichever the switch chose (tests that look at
+    what is stored at rest)."""
+    from sqlalchemy import create_engine, pool, text
+
+    from outpost.store.db import sync_url
+
+    engine = create_engine(sync_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(statement), params)]
+    finally:
+        engine.dispose()

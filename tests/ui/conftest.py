@@ -72,7 +72,19 @@ def ui_org(server: Server) -> tuple[str, str]:
     """A fresh organization and its owner, made with the real `outpost admin bootstrap` (no asyncio here)."""
     name = f"ui-{uuid.uuid4().hex[:10]}"
     done = subprocess.run(
-        [*OUTPOST, "admin", "bootstrap", "--data-dir", str(server.data_dir), "--org", name, "--email", email_for(name)],
+        [
+            *OUTPOST,
+            "admin",
+            "bootstrap",
+            "--data-dir",
+            str(server.data_dir),
+            "--database-url",
+            server.db_url,
+            "--org",
+            name,
+            "--email",
+            email_for(name),
+        ],
         env=clean_env(),
         capture_output=True,
         text=True,

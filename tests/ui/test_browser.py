@@ -54,14 +54,25 @@ def check(page: Page, shot: Shots, name: str) -> None:
 
 
 def set_password(server: Server, email: str) -> None:
-    subprocess.run(
-        [*OUTPOST, "admin", "set-password", "--data-dir", str(server.data_dir), "--email", email, "--password-stdin"],
+    done = subprocess.run(
+        [
+            *OUTPOST,
+            "admin",
+            "set-password",
+            "--data-dir",
+            str(server.data_dir),
+            "--database-url",
+            server.db_url,
+            "--email",
+            email,
+            "--password-stdin",
+        ],
         input=PASSWORD + "\n",
         text=True,
-        check=True,
         env=clean_env(),
         capture_output=True,
     )
+    assert done.returncode == 0, done.stderr
 
 
 def mark_page(page: Page) -> None:

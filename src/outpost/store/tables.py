@@ -150,7 +150,9 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(String(90))
     description: Mapped[str | None] = mapped_column(Text)
     execution_mode: Mapped[str] = mapped_column(String(16))
-    agent_pool_id: Mapped[str | None] = mapped_column(ForeignKey("agent_pools.id"), index=True)
+    # SET NULL and the CASCADEs below: deleting an organization deletes its pools, workspaces, runs and
+    # jobs in one statement, and PostgreSQL checks each reference as its row goes, in no given order.
+    agent_pool_id: Mapped[str | None] = mapped_column(ForeignKey("agent_pools.id", ondelete="SET NULL"), index=True)
     terraform_version: Mapped[str] = mapped_column(String(32))
     auto_apply: Mapped[bool] = mapped_column(Boolean, default=False)
     working_directory: Mapped[str | None] = mapped_column(String(500))
@@ -212,7 +214,7 @@ class Run(Base):
     __table_args__ = (Index("ix_runs_workspace_status", "workspace_id", "status"),)
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    configuration_version_id: Mapped[str] = mapped_column(ForeignKey("configuration_versions.id"))
+    configuration_version_id: Mapped[str] = mapped_column(ForeignKey("configuration_versions.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(32))
@@ -276,7 +278,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     phase: Mapped[str] = mapped_column(String(8))
-    pool_id: Mapped[str] = mapped_column(ForeignKey("agent_pools.id"))
+    pool_id: Mapped[str] = mapped_column(ForeignKey("agent_pools.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16))
     agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     # The job credential (hash). Valid only while the job is assigned or running.
@@ -350,6 +352,8 @@ class SignInFailure(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     ip: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime]
+
+
 class OrganizationMembership(Base):
     """A user's membership of an organization; teams group members and carry access."""
 

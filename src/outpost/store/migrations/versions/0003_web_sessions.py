@@ -1,7 +1,7 @@
 """web sessions and sign-in failures (the web UI)
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 """
 
 import sqlalchemy as sa
