@@ -119,7 +119,7 @@ async def finish_all(db: Database, claimed: list[Claimed]) -> None:
         for c in claimed:
             job = await jobs.authenticate(s, c.job_id, c.token, JobRight.READ, lock=True)
             await jobs.start(s, job)
-            await jobs.finish(s, job, Result(outcome=JobOutcome.SUCCEEDED))
+            await jobs.finish(s, job, await jobs.phase_of(s, job), Result(outcome=JobOutcome.SUCCEEDED))
 
 
 async def test_racing_claims_take_every_job_exactly_once(tmp_path: Path) -> None:
@@ -224,9 +224,9 @@ async def test_redeliver_rotates_the_job_credential(tmp_path: Path) -> None:
         first = await claim_one(db, a)
         assert first is not None
         async with db.read() as s:
-            assert await jobs.undelivered(s, a, []) == [first.job_id]
-            assert await jobs.undelivered(s, a, [first.job_id]) == []
-            assert await jobs.undelivered(s, b, []) == []
+            assert (await jobs.agent_jobs(s, a)).undelivered([]) == [first.job_id]
+            assert (await jobs.agent_jobs(s, a)).undelivered([first.job_id]) == []
+            assert (await jobs.agent_jobs(s, b)).undelivered([]) == []
             # The original credential works until the job is redelivered.
             assert (await jobs.authenticate(s, first.job_id, first.token, JobRight.READ)).id == first.job_id
 
@@ -249,7 +249,7 @@ async def test_redeliver_rotates_the_job_credential(tmp_path: Path) -> None:
         async with db.write() as s:
             await jobs.start(s, await jobs.authenticate(s, again.job_id, again.token, JobRight.READ, lock=True))
         async with db.write() as s:
-            assert await jobs.undelivered(s, a, []) == []
+            assert (await jobs.agent_jobs(s, a)).undelivered([]) == []
             assert await jobs.redeliver(s, again.job_id, a) is None
         async with db.read() as s:
             assert (
@@ -287,8 +287,8 @@ async def test_requeued_job_goes_to_another_agent(tmp_path: Path) -> None:
             job = await jobs.authenticate(s, second.job_id, second.token, JobRight.READ)
             assert job.agent_id == b
             assert job.status == JobStatus.ASSIGNED.value
-            assert await jobs.undelivered(s, a, []) == []
-            assert await jobs.undelivered(s, b, []) == [second.job_id]
+            assert (await jobs.agent_jobs(s, a)).undelivered([]) == []
+            assert (await jobs.agent_jobs(s, b)).undelivered([]) == [second.job_id]
         assert await claim_one(db, a) is None
     finally:
         await db.dispose()
@@ -329,7 +329,7 @@ async def test_finished_job_is_fenced(tmp_path: Path) -> None:
             await jobs.start(s, job)
         async with db.write() as s:
             job = await jobs.authenticate(s, claimed.job_id, claimed.token, JobRight.READ, lock=True)
-            await jobs.finish(s, job, Result(outcome=JobOutcome.SUCCEEDED, has_changes=True, additions=1))
+            await jobs.finish(s, job, await jobs.phase_of(s, job), Result(outcome=JobOutcome.SUCCEEDED, has_changes=True, additions=1))
 
         async with db.read() as s:
             with pytest.raises(JobFenced) as caught:

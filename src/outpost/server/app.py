@@ -28,6 +28,7 @@ from outpost.server.api import (
 from outpost.server.context import Outpost, encryption_keys
 from outpost.server.dispatch import Dispatcher
 from outpost.server.monitor import Monitor
+from outpost.server.pings import PingBuffer
 from outpost.store import migrate
 from outpost.store.db import Database
 
@@ -42,12 +43,15 @@ def create_app(config: ServerConfig) -> FastAPI:
         if config.migrate:
             await asyncio.to_thread(migrate.upgrade, config.db_url, encryption_keys=keys)
         db = Database(config.db_url, pool_size=config.database_pool_size)
-        state = Outpost(config=config, db=db, dispatcher=Dispatcher())
+        state = Outpost(config=config, db=db, dispatcher=Dispatcher(), pings=PingBuffer(db))
         state.attach()
         await state.load_secret()
         await state.load_encryption(keys)
         app.state.outpost = state
-        tasks = [asyncio.create_task(Monitor(state).run())]
+        tasks = [
+            asyncio.create_task(Monitor(state).run()),
+            asyncio.create_task(state.pings.run(min(1.0, config.heartbeat_interval / 2))),
+        ]
         if not db.is_sqlite:
             listener = state.listener()
             tasks.append(asyncio.create_task(listener.run()))
@@ -63,6 +67,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            with contextlib.suppress(Exception):  # the last second of idle heartbeats, if the database allows
+                await state.pings.flush()
             await db.dispose()
 
     app = FastAPI(

@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.config import ServerConfig
 from outpost.encryption import Encryptor, resolve_keys
+from outpost.ids import hash_secret
 from outpost.server.dispatch import Dispatcher
+from outpost.server.pings import PingBuffer
 from outpost.store import events, notify
 from outpost.store.db import Database
 from outpost.store.tables import Setting
@@ -24,10 +26,23 @@ class Outpost:
     config: ServerConfig
     db: Database
     dispatcher: Dispatcher
+    pings: PingBuffer
     secret: bytes = b""
     encryptor: Encryptor | None = None
     # Tells this process's own notifications from other replicas' (it has already woken its waiters).
     replica_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    # Agent session credential (its hash) -> (agent id, pool id), which never change for a session. Lets a
+    # poll or heartbeat skip a round trip before its transaction; each still authenticates inside it.
+    agent_sessions: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def remember_agent(self, secret: str, agent_id: str, pool_id: str) -> tuple[str, str]:
+        if len(self.agent_sessions) >= 100_000:
+            self.agent_sessions.clear()  # long-gone sessions; the live ones are learnt again in one call
+        self.agent_sessions[hash_secret(secret)] = (agent_id, pool_id)
+        return agent_id, pool_id
+
+    def known_agent(self, secret: str) -> tuple[str, str] | None:
+        return self.agent_sessions.get(hash_secret(secret))
 
     def attach(self) -> None:
         self.db.on_commit = self._after_commit

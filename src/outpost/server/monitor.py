@@ -43,6 +43,7 @@ class Monitor:
             await asyncio.sleep(self.config.monitor_interval)
 
     async def tick(self) -> None:
+        await self.app.pings.flush()  # this process's batched heartbeats count before agents are judged
         await self.mark_unknown()
         await self.mark_errored()
         await self.requeue_unstarted()

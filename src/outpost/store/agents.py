@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.domain.agents import DELETABLE, LIVE, AgentStatus
@@ -58,16 +58,22 @@ async def register(
 
 
 async def authenticate_session(session: AsyncSession, secret: str, *, lock: bool = False) -> Agent:
-    """The agent behind a session credential, if it may still work; AgentGone with the reason otherwise."""
-    query = select(Agent).where(Agent.session_hash == hash_secret(secret))
+    """The agent behind a session credential, if it may still work; AgentGone with the reason otherwise.
+
+    One statement: every agent call starts here, so the token's revocation is joined in, not fetched."""
+    query = (
+        select(Agent, AgentToken.id, AgentToken.revoked_at)
+        .outerjoin(AgentToken, AgentToken.id == Agent.token_id)
+        .where(Agent.session_hash == hash_secret(secret))
+    )
     if lock:
         # Locked rows are read afresh: the row may have changed since this transaction first loaded it.
-        query = query.with_for_update().execution_options(populate_existing=True)
-    agent = (await session.execute(query)).scalar_one_or_none()
-    if agent is None:
+        query = query.with_for_update(of=Agent).execution_options(populate_existing=True)
+    row = (await session.execute(query)).first()
+    if row is None:
         raise Unauthorized("The agent session is unknown. Restart the agent to register again.")
-    token = await session.get(AgentToken, agent.token_id)
-    if token is None or token.revoked_at is not None:
+    agent, token_id, revoked_at = row
+    if token_id is None or revoked_at is not None:
         raise AgentGone("token_revoked", "The agent's pool token was revoked.")
     if agent.status == AgentStatus.ERRORED.value:
         raise AgentGone(
@@ -95,14 +101,41 @@ async def active_job_count(session: AsyncSession, agent_id: str) -> int:
     ).scalar_one()
 
 
-async def ping(session: AsyncSession, agent: Agent, ip_address: str | None) -> None:
+def ping(agent: Agent, ip_address: str | None, *, busy: bool) -> None:
     """Record a sign of life; the status follows the agent's active jobs (idle or busy)."""
     now = utcnow()
     agent.last_ping_at = now
     if ip_address:
         agent.ip_address = ip_address
-    busy = await active_job_count(session, agent.id) > 0
     set_status(agent, AgentStatus.BUSY if busy else AgentStatus.IDLE, now)
+
+
+async def record_pings(session: AsyncSession, pings: dict[str, datetime]) -> None:
+    """Batched heartbeats of idle agents (outpost.server.pings): one statement for all. Rows are taken
+    in id order, so two replicas flushing at once cannot deadlock; a time never moves backwards."""
+    statement = (
+        update(Agent)
+        .where(Agent.id == bindparam("agent"), Agent.last_ping_at < bindparam("at"))
+        .values(last_ping_at=bindparam("at"))
+    )
+    connection = await session.connection()  # a Core executemany, not the ORM's bulk update by key
+    await connection.execute(statement, [{"agent": a, "at": pings[a]} for a in sorted(pings)])
+
+
+async def touch_tokens(session: AsyncSession, token_ids: set[str], every: float = 60.0) -> None:
+    """Keep last-used-at current while agents use the tokens, writing it at most once a minute."""
+    if not token_ids:
+        return
+    now = utcnow()
+    await session.execute(
+        update(AgentToken)
+        .where(
+            AgentToken.id.in_(sorted(token_ids)),
+            or_(AgentToken.last_used_at.is_(None), AgentToken.last_used_at < now - timedelta(seconds=every)),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def deregister(session: AsyncSession, agent: Agent) -> None:

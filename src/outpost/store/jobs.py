@@ -18,7 +18,7 @@ from outpost.ids import TokenKind, hash_secret, new_secret, secrets_match
 from outpost.store import agents as agents_store
 from outpost.store import blobs, configs, events, logs, state
 from outpost.store import runs as runs_store
-from outpost.store.tables import Agent, AgentToken, Job, Run, Variable, Workspace
+from outpost.store.tables import Agent, AgentToken, Apply, Job, Plan, Run, Variable, Workspace
 from outpost.store.workspaces import plain_value
 from outpost.timeutil import utcnow
 
@@ -107,14 +107,6 @@ async def requeue_unstarted(session: AsyncSession, agent_id: str) -> int:
     return len(jobs)
 
 
-async def undelivered(session: AsyncSession, agent_id: str, known: list[str]) -> list[str]:
-    """Jobs assigned to the agent that it does not know of: the answer that carried them was lost."""
-    query = select(Job.id).where(Job.agent_id == agent_id, Job.status == JobStatus.ASSIGNED.value)
-    if known:
-        query = query.where(Job.id.not_in(known))
-    return list((await session.execute(query)).scalars())
-
-
 async def redeliver(session: AsyncSession, job_id: str, agent_id: str) -> Claimed | None:
     """Hand an undelivered job to its agent again, with a new credential (the old one was never seen)."""
     secret = new_secret(TokenKind.JOB)
@@ -134,38 +126,42 @@ async def redeliver(session: AsyncSession, job_id: str, agent_id: str) -> Claime
 
 async def authenticate(session: AsyncSession, job_id: str, secret: str, right: JobRight, *, lock: bool = False) -> Job:
     """The job, if `secret` is its current credential, the job is active, its agent may still work, and
-    the job's phase holds `right`. A credential never reaches another job (404, as if it did not exist)."""
-    query = select(Job).where(Job.id == job_id)
+    the job's phase holds `right`. A credential never reaches another job (404, as if it did not exist).
+
+    One statement (every upload of a job passes here): the holding agent and its token are joined in."""
+    query = (
+        select(Job, Agent.status, AgentToken.id, AgentToken.revoked_at)
+        .outerjoin(Agent, Agent.id == Job.agent_id)
+        .outerjoin(AgentToken, AgentToken.id == Agent.token_id)
+        .where(Job.id == job_id)
+    )
     if lock:
-        query = query.with_for_update()
-    job = (await session.execute(query)).scalar_one_or_none()
-    if job is None or job.token_hash is None or not secrets_match(secret, job.token_hash):
+        query = query.with_for_update(of=Job)
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise NotFound(f"Job {job_id!r} was not found.")
+    job, agent_status, token_id, revoked_at = row
+    if job.token_hash is None or not secrets_match(secret, job.token_hash):
         raise NotFound(f"Job {job_id!r} was not found.")
     if JobStatus(job.status) not in ACTIVE_JOB:
         raise JobFenced(
             f"Job {job_id} is {job.status}: the server no longer accepts anything for it.",
             title="job no longer active",
         )
-    holder = (
-        await session.execute(
-            select(Agent.status, AgentToken.revoked_at)
-            .join(AgentToken, AgentToken.id == Agent.token_id)
-            .where(Agent.id == job.agent_id)
-        )
-    ).first()
-    if holder is None or AgentStatus(holder.status) not in LIVE or holder.revoked_at is not None:
+    if agent_status is None or AgentStatus(agent_status) not in LIVE or token_id is None or revoked_at is not None:
         raise JobFenced(f"Job {job_id}'s agent may no longer work.", title="job no longer active")
     if right not in JOB_RIGHTS[Phase(job.phase)]:
         raise Forbidden(f"A {job.phase} job's credential cannot {right.value.replace('-', ' ')}.", title="not allowed")
     return job
 
 
-async def _phase(session: AsyncSession, job: Job) -> Any:
+async def phase_of(session: AsyncSession, job: Job) -> Plan | Apply:
+    """The plan or apply the job executes (its id is also its log's id)."""
     return await (runs_store.plan_of if job.phase == Phase.PLAN.value else runs_store.apply_of)(session, job.run_id)
 
 
 async def log_id(session: AsyncSession, job: Job) -> str:
-    return str((await _phase(session, job)).id)
+    return str((await phase_of(session, job)).id)
 
 
 async def start(session: AsyncSession, job: Job) -> None:
@@ -176,7 +172,7 @@ async def start(session: AsyncSession, job: Job) -> None:
     job.started_at = utcnow()
     run = await runs_store.get(session, job.run_id, lock=True)
     runs_store.transition(run, RunEvent.PLAN_STARTED if job.phase == Phase.PLAN.value else RunEvent.APPLY_STARTED)
-    phase = await _phase(session, job)
+    phase = await phase_of(session, job)
     runs_store.set_phase(phase, PhaseStatus.RUNNING)
     phase.agent_id = job.agent_id
 
@@ -189,7 +185,7 @@ async def payload(session: AsyncSession, job: Job, box: Encryptor) -> dict[str, 
     variables = (
         await session.execute(select(Variable).where(Variable.workspace_id == workspace.id).order_by(Variable.key))
     ).scalars()
-    phase = await _phase(session, job)
+    phase = await phase_of(session, job)
     return {
         "id": job.id,
         "phase": job.phase,
@@ -282,10 +278,10 @@ class Result:
     destructions: int = 0
 
 
-async def finish(session: AsyncSession, job: Job, result: Result) -> None:
-    """Record the end of a job. The agent calls this last, after every log byte is stored."""
+async def finish(session: AsyncSession, job: Job, phase: Plan | Apply, result: Result) -> None:
+    """Record the end of a job (`phase`: its plan or apply). The agent calls this last, after every log
+    byte is stored."""
     run = await runs_store.get(session, job.run_id, lock=True)
-    phase = await _phase(session, job)
     new_status = {
         JobOutcome.SUCCEEDED: JobStatus.FINISHED,
         JobOutcome.CANCELED: JobStatus.CANCELED,
@@ -310,7 +306,7 @@ async def finish(session: AsyncSession, job: Job, result: Result) -> None:
 
     if result.outcome == JobOutcome.SUCCEEDED:
         runs_store.set_phase(phase, PhaseStatus.FINISHED)
-        if job.phase == Phase.PLAN.value:
+        if isinstance(phase, Plan):
             phase.has_changes = result.has_changes
             run.has_changes = result.has_changes
             if run.plan_only or not result.has_changes or (run.refresh_only and not result.has_changes):
@@ -334,26 +330,57 @@ async def finish(session: AsyncSession, job: Job, result: Result) -> None:
     await runs_store.release(session, run)
 
 
-async def cancel_orders(session: AsyncSession, agent_id: str) -> list[dict[str, str]]:
-    """Standing cancel requests for the agent's jobs: persisted, so an agent that missed the moment
-    still receives them at its next call. A force-cancel ends the job at once on the server, so it is
-    repeated for a while after the job ended, until the agent has surely heard it."""
-    now = utcnow()
+_ACTIVE_VALUES = frozenset(s.value for s in ACTIVE_JOB)
+FORCE_CANCEL_REPEAT = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class AgentJobs:
+    """An agent's active jobs and recently force-canceled ones, read in one statement: a poll or heartbeat
+    derives from them the cancel orders, the jobs lost on the way, and whether the agent is busy."""
+
+    rows: list[Any]
+
+    @property
+    def active(self) -> int:
+        return sum(1 for r in self.rows if r.status in _ACTIVE_VALUES)
+
+    def orders(self) -> list[dict[str, str]]:
+        """Standing cancel requests: persisted, so an agent that missed the moment still receives them at
+        its next call. A force-cancel ends the job at once on the server, so it is repeated for a while
+        after the job ended, until the agent has surely heard it."""
+        return [
+            {"job": r.id, "kind": "force" if r.force_cancel_requested_at else "cancel"}
+            for r in self.rows
+            if r.force_cancel_requested_at is not None
+            or (r.status in _ACTIVE_VALUES and r.cancel_requested_at is not None)
+        ]
+
+    def undelivered(self, known: list[str]) -> list[str]:
+        """Jobs assigned to the agent that it does not know of: the answer that carried them was lost."""
+        return [r.id for r in self.rows if r.status == JobStatus.ASSIGNED.value and r.id not in known]
+
+
+async def agent_jobs(session: AsyncSession, agent_id: str) -> AgentJobs:
     rows = (
         await session.execute(
-            select(Job.id, Job.force_cancel_requested_at).where(
+            select(Job.id, Job.status, Job.cancel_requested_at, Job.force_cancel_requested_at).where(
                 Job.agent_id == agent_id,
                 or_(
-                    and_(Job.status.in_([s.value for s in ACTIVE_JOB]), Job.cancel_requested_at.is_not(None)),
+                    Job.status.in_(_ACTIVE_VALUES),
                     and_(
                         Job.force_cancel_requested_at.is_not(None),
-                        Job.finished_at > now - timedelta(minutes=10),
+                        Job.finished_at > utcnow() - FORCE_CANCEL_REPEAT,
                     ),
                 ),
             )
         )
     ).all()
-    return [{"job": r.id, "kind": "force" if r.force_cancel_requested_at else "cancel"} for r in rows]
+    return AgentJobs(list(rows))
+
+
+async def cancel_orders(session: AsyncSession, agent_id: str) -> list[dict[str, str]]:
+    return (await agent_jobs(session, agent_id)).orders()
 
 
 async def renew_leases(session: AsyncSession, agent_id: str, lease: timedelta) -> None:
@@ -370,6 +397,12 @@ async def queue_depth(session: AsyncSession, pool_id: str) -> int:
             select(func.count()).select_from(Job).where(Job.pool_id == pool_id, Job.status == JobStatus.QUEUED.value)
         )
     ).scalar_one()
+
+
+async def any_queued(session: AsyncSession, pool_id: str) -> bool:
+    """Whether the pool has a queued job: the check an idle agent's poll makes before it takes a write."""
+    query = select(Job.id).where(Job.pool_id == pool_id, Job.status == JobStatus.QUEUED.value).limit(1)
+    return (await session.execute(query)).first() is not None
 
 
 async def active_for_agent(session: AsyncSession, agent_id: str) -> list[Job]:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from outpost import AGENT_PROTOCOL_VERSION, SUPPORTED_AGENT_PROTOCOLS, __version__
+from outpost.domain.agents import AgentStatus
 from outpost.domain.jobs import JobOutcome, JobRight
 from outpost.errors import BadRequest, Conflict, Unauthorized, Unprocessable
 from outpost.ids import TokenKind, secret_kind
@@ -26,6 +27,7 @@ from outpost.store import agents as agents_store
 from outpost.store import jobs as jobs_store
 from outpost.store import logs, pools
 from outpost.store.jobs import Result
+from outpost.timeutil import utcnow
 
 router = APIRouter(prefix="/api/agent/v1", tags=["agent protocol"])
 
@@ -97,6 +99,7 @@ async def register(request: Request, app: Outpost = Depends(outpost)) -> Respons
             version=str(body.get("version") or "")[:64] or None,
             capacity=capacity,
         )
+    app.remember_agent(secret, agent.id, agent.pool_id)
     return JSONResponse(
         {
             "agent_id": agent.id,
@@ -152,15 +155,21 @@ async def poll(request: Request, app: Outpost = Depends(outpost)) -> Response:
     if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
         raise Unprocessable('"wait" must be a number of seconds.')
     deadline = asyncio.get_running_loop().time() + min(float(wait), app.config.long_poll_timeout)
-    async with app.db.read() as session:
-        agent = await agents_store.authenticate_session(session, secret)
-        agent_id, pool_id = agent.id, agent.pool_id
+    agent_id, pool_id = app.known_agent(secret) or await _learn_agent(app, secret)
     # Notice an agent that gave up on this poll (it re-polls when a slot frees): its waiter goes at once.
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         return await _poll(app, request, secret, agent_id, pool_id, accept, applied, running, deadline, gone)
     finally:
         gone.cancel()
+
+
+async def _learn_agent(app: Outpost, secret: str) -> tuple[str, str]:
+    """Which agent and pool a session credential names (for a session registered through another replica,
+    or before this process restarted)."""
+    async with app.db.read() as session:
+        agent = await agents_store.authenticate_session(session, secret)
+        return app.remember_agent(secret, agent.id, agent.pool_id)
 
 
 async def _disconnected(request: Request) -> None:
@@ -186,9 +195,10 @@ async def _poll(
         with app.dispatcher.waiting(pool_id, agent_id, for_jobs=accept > 0) as waiter:
             async with app.db.read() as session:
                 await agents_store.authenticate_session(session, secret)
-                orders = _pending_orders(await jobs_store.cancel_orders(session, agent_id), applied)
-                lost = await jobs_store.undelivered(session, agent_id, running)
-                queued = accept > 0 and not orders and await jobs_store.queue_depth(session, pool_id) > 0
+                held = await jobs_store.agent_jobs(session, agent_id)
+                orders = _pending_orders(held.orders(), applied)
+                lost = held.undelivered(running)
+                queued = accept > 0 and not orders and await jobs_store.any_queued(session, pool_id)
             claimed: list[jobs_store.Claimed] = []
             if lost or queued:
                 async with app.db.write() as session:
@@ -213,15 +223,30 @@ async def _poll(
 @router.post("/heartbeat")
 async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Response:
     await jsonapi.read_body(request)
+    secret = _token(request, TokenKind.AGENT_SESSION)
+    ip_address = _client_ip(request)
+    # Most heartbeats come from idle agents and change nothing but a timestamp: they are answered from a
+    # read (revocation, errored status and cancel orders take effect at once) and their time is written
+    # in a batch (outpost.server.pings). Any other heartbeat is a write transaction of its own.
+    async with app.db.read() as session:
+        agent = await agents_store.authenticate_session(session, secret)
+        held = await jobs_store.agent_jobs(session, agent.id)
+    app.remember_agent(secret, agent.id, agent.pool_id)
+    if held.active == 0 and agent.status == AgentStatus.IDLE.value and ip_address in (None, agent.ip_address):
+        app.pings.record(agent.id, agent.token_id, utcnow())
+        return _heartbeat_answer(app, held.orders())
     async with app.db.write() as session:
         # Rows are locked job before agent, the order in which finishing a job takes them (job, run,
         # agent): the other order deadlocks with a job finishing at the same moment.
-        agent = await agents_store.authenticate_session(session, _token(request, TokenKind.AGENT_SESSION))
         await jobs_store.renew_leases(session, agent.id, timedelta(seconds=app.config.job_lease))
-        agent = await agents_store.authenticate_session(session, _token(request, TokenKind.AGENT_SESSION), lock=True)
-        await agents_store.ping(session, agent, _client_ip(request))
+        agent = await agents_store.authenticate_session(session, secret, lock=True)
+        held = await jobs_store.agent_jobs(session, agent.id)
+        agents_store.ping(agent, ip_address, busy=held.active > 0)
         await pools.touch_token(session, agent.token_id)
-        orders = await jobs_store.cancel_orders(session, agent.id)
+    return _heartbeat_answer(app, held.orders())
+
+
+def _heartbeat_answer(app: Outpost, orders: list[dict[str, str]]) -> Response:
     return JSONResponse({"action": "continue", "heartbeat_interval": app.config.heartbeat_interval, "cancel": orders})
 
 
@@ -346,7 +371,8 @@ async def finish(job_id: str, request: Request, app: Outpost = Depends(outpost))
         raise Unprocessable('"message" must be a string.')
     async with app.db.write() as session:
         job = await jobs_store.authenticate(session, job_id, _token(request, TokenKind.JOB), JobRight.FINISH, lock=True)
-        stored = await logs.size(session, await jobs_store.log_id(session, job))
+        phase = await jobs_store.phase_of(session, job)
+        stored = phase.log_size
         if stored < log_size:
             raise Conflict(
                 f"The server holds {stored} of {log_size} log bytes: send the rest first.", title="log incomplete"
@@ -354,6 +380,7 @@ async def finish(job_id: str, request: Request, app: Outpost = Depends(outpost))
         await jobs_store.finish(
             session,
             job,
+            phase,
             Result(outcome=outcome, message=message[:4000], has_changes=bool(body.get("has_changes")), **counts),
         )
     metrics.observe_job(job.phase, outcome.value, job.started_at)
