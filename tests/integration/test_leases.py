@@ -51,7 +51,7 @@ class World:
         name = f"leases-{os.getpid()}-{time.monotonic_ns()}"
         self.server = server
         self.api = OutpostAPI(server.url, asyncio.run(bootstrap(server.db_url, name, f"{name}@example.com")))
-        pool_id = self.api.create_pool(name, "pool")["id"]
+        self.pool_id = pool_id = self.api.create_pool(name, "pool")["id"]
         _, self.pool_token = self.api.create_agent_token(pool_id, "lease test")
         ws = self.api.create_workspace(name, "leased", execution_mode="agent", agent_pool_id=pool_id)
         self.run_id = self.api.create_run(ws["id"], self.api.upload_configuration(ws["id"], EXAMPLES / "hello"))["id"]
@@ -112,6 +112,38 @@ def test_unstarted_job_of_a_silent_agent_goes_to_another_agent(world: World) -> 
                 await silent.start(job["id"], job["token"])  # fenced: the claim is no longer its
             await steady.start(again["id"], again["token"])
             assert world.status() == "planning"
+
+    asyncio.run(scenario())
+
+
+def test_idle_heartbeats_keep_the_agent_and_its_token_current(world: World) -> None:
+    """Idle agents' heartbeats are answered from a read and their times written in batches: the agent
+    must still never look silent, its last ping must move, and its token must show it was used."""
+
+    def listed(agent_id: str) -> dict[str, Any]:
+        (found,) = [a for a in world.api.agents(world.pool_id) if a["id"] == agent_id]
+        return dict(found["attributes"])
+
+    async def scenario() -> None:
+        client = Client(world.server.url, backoff=Backoff(base=0.05, cap=0.2))
+        registration = await client.register(world.pool_token, "idle", 1)
+        beat = asyncio.create_task(_beat(client))
+        try:
+            first_ping = listed(registration.agent_id)["last-ping-at"]
+            seen: set[str] = set()
+            deadline = time.monotonic() + UNKNOWN_AFTER * 3
+            while time.monotonic() < deadline:
+                seen.add(listed(registration.agent_id)["status"])
+                await asyncio.sleep(0.2)
+            assert seen == {"idle"}, f"an idle, heartbeating agent looked {seen}"
+            assert listed(registration.agent_id)["last-ping-at"] > first_ping
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            await client.close()
+        tokens = world.api.request("GET", f"/agent-pools/{world.pool_id}/authentication-tokens")["data"]
+        assert tokens and all(t["attributes"]["last-used-at"] for t in tokens)
 
     asyncio.run(scenario())
 

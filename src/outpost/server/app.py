@@ -81,13 +81,15 @@ def create_app(config: ServerConfig) -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
+    # Routes are matched in order, one by one: the agent protocol, which carries most requests (every
+    # agent's polls and heartbeats), comes first.
+    app.include_router(agent_routes.router)
     app.include_router(discovery.router)
     for module in (organizations, agent_pools, workspaces, configuration_versions, runs, plans, state_versions):
         app.include_router(module.router, prefix=API)
     for module in (teams, tokens):
         app.include_router(module.router, prefix=API)
     limits.install(app)
-    app.include_router(agent_routes.router)
     app.include_router(metrics.router)
     app.include_router(releases.router)
     app.include_router(ui.root)

@@ -131,6 +131,7 @@ def encryption_keys(config: ServerConfig) -> list[str]:
     return resolve_keys(config.encryption_key, config.encryption_key_file, config.data_dir)
 
 
-def outpost(request: Request) -> Outpost:
+async def outpost(request: Request) -> Outpost:
+    # async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
     app_state: Outpost = request.app.state.outpost
     return app_state

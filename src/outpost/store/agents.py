@@ -57,19 +57,22 @@ async def register(
     return agent, secret
 
 
+# Built once: every agent call runs this, and building a statement costs more than executing it cached.
+_SESSION = (
+    select(Agent, AgentToken.id, AgentToken.revoked_at)
+    .outerjoin(AgentToken, AgentToken.id == Agent.token_id)
+    .where(Agent.session_hash == bindparam("session_hash"))
+)
+# Locked rows are read afresh: the row may have changed since this transaction first loaded it.
+_SESSION_LOCKED = _SESSION.with_for_update(of=Agent).execution_options(populate_existing=True)
+
+
 async def authenticate_session(session: AsyncSession, secret: str, *, lock: bool = False) -> Agent:
     """The agent behind a session credential, if it may still work; AgentGone with the reason otherwise.
 
     One statement: every agent call starts here, so the token's revocation is joined in, not fetched."""
-    query = (
-        select(Agent, AgentToken.id, AgentToken.revoked_at)
-        .outerjoin(AgentToken, AgentToken.id == Agent.token_id)
-        .where(Agent.session_hash == hash_secret(secret))
-    )
-    if lock:
-        # Locked rows are read afresh: the row may have changed since this transaction first loaded it.
-        query = query.with_for_update(of=Agent).execution_options(populate_existing=True)
-    row = (await session.execute(query)).first()
+    query = _SESSION_LOCKED if lock else _SESSION
+    row = (await session.execute(query, {"session_hash": hash_secret(secret)})).first()
     if row is None:
         raise Unauthorized("The agent session is unknown. Restart the agent to register again.")
     agent, token_id, revoked_at = row

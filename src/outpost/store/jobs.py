@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.domain.agents import LIVE, AgentStatus
@@ -124,20 +124,21 @@ async def redeliver(session: AsyncSession, job_id: str, agent_id: str) -> Claime
     return Claimed(job_id=row.id, token=secret, phase=row.phase, run_id=row.run_id, attempt=row.attempt)
 
 
+_JOB = (
+    select(Job, Agent.status, AgentToken.id, AgentToken.revoked_at)
+    .outerjoin(Agent, Agent.id == Job.agent_id)
+    .outerjoin(AgentToken, AgentToken.id == Agent.token_id)
+    .where(Job.id == bindparam("job_id"))
+)
+_JOB_LOCKED = _JOB.with_for_update(of=Job)
+
+
 async def authenticate(session: AsyncSession, job_id: str, secret: str, right: JobRight, *, lock: bool = False) -> Job:
     """The job, if `secret` is its current credential, the job is active, its agent may still work, and
     the job's phase holds `right`. A credential never reaches another job (404, as if it did not exist).
 
     One statement (every upload of a job passes here): the holding agent and its token are joined in."""
-    query = (
-        select(Job, Agent.status, AgentToken.id, AgentToken.revoked_at)
-        .outerjoin(Agent, Agent.id == Job.agent_id)
-        .outerjoin(AgentToken, AgentToken.id == Agent.token_id)
-        .where(Job.id == job_id)
-    )
-    if lock:
-        query = query.with_for_update(of=Job)
-    row = (await session.execute(query)).first()
+    row = (await session.execute(_JOB_LOCKED if lock else _JOB, {"job_id": job_id})).first()
     if row is None:
         raise NotFound(f"Job {job_id!r} was not found.")
     job, agent_status, token_id, revoked_at = row
@@ -361,22 +362,18 @@ class AgentJobs:
         return [r.id for r in self.rows if r.status == JobStatus.ASSIGNED.value and r.id not in known]
 
 
+_AGENT_JOBS = select(Job.id, Job.status, Job.cancel_requested_at, Job.force_cancel_requested_at).where(
+    Job.agent_id == bindparam("agent_id"),
+    or_(
+        Job.status.in_(sorted(_ACTIVE_VALUES)),
+        and_(Job.force_cancel_requested_at.is_not(None), Job.finished_at > bindparam("force_since")),
+    ),
+)
+
+
 async def agent_jobs(session: AsyncSession, agent_id: str) -> AgentJobs:
-    rows = (
-        await session.execute(
-            select(Job.id, Job.status, Job.cancel_requested_at, Job.force_cancel_requested_at).where(
-                Job.agent_id == agent_id,
-                or_(
-                    Job.status.in_(_ACTIVE_VALUES),
-                    and_(
-                        Job.force_cancel_requested_at.is_not(None),
-                        Job.finished_at > utcnow() - FORCE_CANCEL_REPEAT,
-                    ),
-                ),
-            )
-        )
-    ).all()
-    return AgentJobs(list(rows))
+    params = {"agent_id": agent_id, "force_since": utcnow() - FORCE_CANCEL_REPEAT}
+    return AgentJobs(list((await session.execute(_AGENT_JOBS, params)).all()))
 
 
 async def cancel_orders(session: AsyncSession, agent_id: str) -> list[dict[str, str]]:

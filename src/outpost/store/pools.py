@@ -191,7 +191,7 @@ async def authenticate_pool_token(session: AsyncSession, secret: str) -> AgentTo
     ).scalar_one_or_none()
     if token is None or token.revoked_at is not None:
         raise Unauthorized("The agent token is invalid or was revoked. Create a new token for the pool.")
-    await session.execute(update(AgentToken).where(AgentToken.id == token.id).values(last_used_at=utcnow()))
+    await touch_token(session, token.id)
     return token
 
 

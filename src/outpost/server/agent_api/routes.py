@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost import AGENT_PROTOCOL_VERSION, SUPPORTED_AGENT_PROTOCOLS, __version__
 from outpost.domain.agents import AgentStatus
@@ -191,25 +192,45 @@ async def _poll(
 ) -> Response:
     loop = asyncio.get_running_loop()
     lease = timedelta(seconds=app.config.job_lease)
+
+    async def look(session: AsyncSession, *, assume_queued: bool) -> tuple[list[dict[str, str]], list[str], bool]:
+        """Orders for the agent, jobs lost on the way to it, and whether to try claiming one."""
+        await agents_store.authenticate_session(session, secret)
+        held = await jobs_store.agent_jobs(session, agent_id)
+        orders = _pending_orders(held.orders(), applied)
+        queued = accept > 0 and not orders
+        queued = queued and (assume_queued or await jobs_store.any_queued(session, pool_id))
+        return orders, held.undelivered(running), queued
+
+    async def take(session: AsyncSession, lost: list[str], queued: bool) -> list[jobs_store.Claimed]:
+        claimed = []
+        for job_id in lost:
+            again = await jobs_store.redeliver(session, job_id, agent_id)
+            if again is not None:
+                claimed.append(again)
+        if queued and not claimed:
+            fresh = await jobs_store.claim(session, agent_id, lease)
+            if fresh is not None:
+                claimed.append(fresh)
+        return claimed
+
+    woken_for_job = False
     while True:
         with app.dispatcher.waiting(pool_id, agent_id, for_jobs=accept > 0) as waiter:
-            async with app.db.read() as session:
-                await agents_store.authenticate_session(session, secret)
-                held = await jobs_store.agent_jobs(session, agent_id)
-                orders = _pending_orders(held.orders(), applied)
-                lost = held.undelivered(running)
-                queued = accept > 0 and not orders and await jobs_store.any_queued(session, pool_id)
-            claimed: list[jobs_store.Claimed] = []
-            if lost or queued:
+            if woken_for_job:
+                # Woken because a job was queued: look and claim in one write transaction, not a read
+                # followed by a write (this is the dispatch path, and every statement is latency).
                 async with app.db.write() as session:
-                    for job_id in lost:
-                        again = await jobs_store.redeliver(session, job_id, agent_id)
-                        if again is not None:
-                            claimed.append(again)
-                    if queued and not claimed:
-                        fresh = await jobs_store.claim(session, agent_id, lease)
-                        if fresh is not None:
-                            claimed.append(fresh)
+                    orders, lost, queued = await look(session, assume_queued=True)
+                    claimed = await take(session, lost, queued)
+            else:
+                # Idle polls only read: on SQLite a write would queue behind every other writer.
+                async with app.db.read() as session:
+                    orders, lost, queued = await look(session, assume_queued=False)
+                claimed = []
+                if lost or queued:
+                    async with app.db.write() as session:
+                        claimed = await take(session, lost, queued)
             for fresh_claim in claimed:
                 metrics.observe_dispatch(pool_id, fresh_claim.queued_at, fresh_claim.attempt)
             if orders or claimed:
@@ -218,6 +239,7 @@ async def _poll(
             remaining = deadline - loop.time()
             if remaining <= 0 or app.dispatcher.closed or not await waiter.wait(remaining, gone):
                 return JSONResponse({"jobs": [], "cancel": []})
+            woken_for_job = waiter.reason == "job" and accept > 0
 
 
 @router.post("/heartbeat")
