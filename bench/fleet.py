@@ -121,8 +121,9 @@ class Fleet:
         if future is not None and not future.done():
             future.set_result(at)
 
-    async def connect(self, count: int, *, concurrency: int = 32) -> None:
-        """Register `count` agents (at most `concurrency` registrations at once) and wait until all poll."""
+    async def connect(self, count: int, *, concurrency: int = 32, settle: bool = True) -> None:
+        """Register `count` agents (at most `concurrency` registrations at once) and, with `settle`, wait
+        until all poll (not when jobs are already queued: then they go straight to work)."""
         gate = asyncio.Semaphore(concurrency)
         first = len(self.clients)
 
@@ -139,6 +140,8 @@ class Fleet:
                 self.tasks.append(asyncio.create_task(self._live(client, interval, registration.long_poll_timeout)))
 
         await asyncio.gather(*(one(first + i) for i in range(count)))
+        if not settle:
+            return
         deadline = time.monotonic() + 60 + count / 100
         while self.polling < len(self.clients):
             if time.monotonic() > deadline:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bench.cases.common import dispatch_once, target
+import httpx
+
+from bench.cases.common import Target, dispatch_once, target
 from bench.fleet import API, Fleet
 from bench.servers import Meter
 from bench.stats import summary_ms
@@ -17,31 +19,48 @@ async def run(
 ) -> dict[str, Any]:
     api = API(url, token)
     meter = Meter(server_pid)
+    meter.start()
     results: dict[str, Any] = {}
     try:
         t = await target(api, org, "capacity")
         fleet = Fleet(url, t.pool_token)
         try:
             for size in sizes:
-                await fleet.connect(size - len(fleet.clients), concurrency=64)
-                errors_before = len(fleet.errors)
-                await asyncio.sleep(min(window, 10))  # heartbeats spread over their interval first
-                meter.start()
-                measured = []
-                for _ in range(dispatches):
-                    measured.append(await dispatch_once(t, fleet, settle=False))
-                    await asyncio.sleep(window / dispatches)
-                usage = meter.read()
-                results[str(size)] = {
-                    "agents": size,
-                    "server_cpu_percent_of_one_core": usage["cpu_percent"],
-                    "server_rss_mb": usage["rss_mb"],
-                    "dispatch": summary_ms([d.from_return for d in measured]),
-                    "errors": len(fleet.errors) - errors_before,
-                    "first_errors": fleet.errors[errors_before : errors_before + 3],
-                }
+                try:
+                    results[str(size)] = await _hold(t, fleet, meter, size, window=window, dispatches=dispatches)
+                except (TimeoutError, httpx.HTTPError) as exc:
+                    # This process could not hold the fleet (agents failed to register or poll in time, or
+                    # a dispatch timed out): larger sizes would only fail the same way, slower.
+                    results[str(size)] = {
+                        "agents": size,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "errors": len(fleet.errors),
+                        "first_errors": fleet.errors[:3],
+                        "server": meter.read(),
+                    }
+                    break
         finally:
             await fleet.close()
     finally:
         await api.close()
     return results
+
+
+async def _hold(t: Target, fleet: Fleet, meter: Meter, size: int, *, window: float, dispatches: int) -> dict[str, Any]:
+    await fleet.connect(size - len(fleet.clients), concurrency=64)
+    errors_before = len(fleet.errors)
+    await asyncio.sleep(min(window, 10))  # heartbeats spread over their interval first
+    meter.start()
+    measured = []
+    for _ in range(dispatches):
+        measured.append(await dispatch_once(t, fleet, settle=False))
+        await asyncio.sleep(window / dispatches)
+    usage = meter.read()
+    return {
+        "agents": size,
+        "server_cpu_percent_of_one_core": usage["cpu_percent"],
+        "server_rss_mb": usage["rss_mb"],
+        "dispatch": summary_ms([d.from_return for d in measured]),
+        "errors": len(fleet.errors) - errors_before,
+        "first_errors": fleet.errors[errors_before : errors_before + 3],
+    }

@@ -45,6 +45,8 @@ async def run(url: str, org: str, token: str, *, agents: int, rounds: int) -> di
                     "max": round(max(a for a, _ in times), 3),
                 },
                 "queueing_runs_took_s": round(median([q for _, q in times]), 3),
+                # From the last creation's answer: how long the agents took once every run existed.
+                "all_started_after_last_queued_s": round(median([a - q for a, q in times]), 3),
                 "errors": len(fleet.errors),
             }
         finally:

@@ -24,7 +24,7 @@ async def run(urls: list[str], org: str, token: str, *, jobs: int, agents: int) 
         run_ids = await asyncio.gather(*(queue() for _ in range(jobs)))
         fleets = [Fleet(url, t.pool_token) for url in urls]
         try:
-            await asyncio.gather(*(f.connect(agents // len(urls)) for f in fleets))
+            await asyncio.gather(*(f.connect(agents // len(urls), settle=False) for f in fleets))
             deadline = time.monotonic() + 600
             while sum(len(f.finished) for f in fleets) < jobs:
                 if time.monotonic() > deadline:
