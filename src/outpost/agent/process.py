@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -65,6 +66,8 @@ class Process:
             start_new_session=True,
         )
         assert self.proc.stdout is not None
+        began = time.monotonic()
+        log.debug("started %s (pid %s)", " ".join(argv[:2]), self.proc.pid)
         watch = asyncio.create_task(space.watch(self.proc.pid, self.kill_group)) if space else None
         try:
             while chunk := await self.proc.stdout.read(READ):
@@ -81,6 +84,7 @@ class Process:
                 await self.proc.wait()
             if space is not None and space.killed_for_memory():
                 output(f"\n{space.memory_message()}\n".encode())
+            log.debug("%s ended with %s after %.3f s", " ".join(argv[:2]), self.proc.returncode, time.monotonic() - began)
 
     def interrupt(self) -> None:
         """One SIGINT to the group (the reaper ignores it): a graceful stop that still saves state."""
