@@ -37,15 +37,21 @@ class JobFenced(Forbidden):
     """The job credential is no longer valid."""
 
 
-async def claim(session: AsyncSession, agent_id: str, lease: timedelta) -> Claimed | None:
+async def claim(
+    session: AsyncSession, agent_id: str, lease: timedelta, *, locked: tuple[Agent, int] | None = None
+) -> Claimed | None:
     """Give the oldest queued job of the agent's pool to the agent, if it has a free slot.
 
     The agent row is locked first, so racing requests of one agent cannot exceed its capacity; the job
     is taken by one UPDATE whose WHERE re-checks `status = 'queued'` (with SKIP LOCKED on PostgreSQL),
-    so a job is never claimed twice, whatever the number of agents and replicas.
+    so a job is never claimed twice, whatever the number of agents and replicas. `locked`: the agent, and
+    its active job count, read by the caller after it locked the agent row in this same transaction.
     """
-    agent = (await session.execute(select(Agent).where(Agent.id == agent_id).with_for_update())).scalar_one()
-    active = await agents_store.active_job_count(session, agent_id)
+    if locked is None:
+        agent = (await session.execute(select(Agent).where(Agent.id == agent_id).with_for_update())).scalar_one()
+        active = await agents_store.active_job_count(session, agent_id)
+    else:
+        agent, active = locked
     if active >= agent.capacity:
         return None
     candidate = (

@@ -28,6 +28,7 @@ from outpost.store import agents as agents_store
 from outpost.store import jobs as jobs_store
 from outpost.store import logs, pools
 from outpost.store.jobs import Result
+from outpost.store.tables import Agent
 from outpost.timeutil import utcnow
 
 router = APIRouter(prefix="/api/agent/v1", tags=["agent protocol"])
@@ -193,23 +194,28 @@ async def _poll(
     loop = asyncio.get_running_loop()
     lease = timedelta(seconds=app.config.job_lease)
 
-    async def look(session: AsyncSession, *, assume_queued: bool) -> tuple[list[dict[str, str]], list[str], bool]:
-        """Orders for the agent, jobs lost on the way to it, and whether to try claiming one."""
-        await agents_store.authenticate_session(session, secret)
+    async def look(
+        session: AsyncSession, *, lock: bool
+    ) -> tuple[list[dict[str, str]], list[str], bool, tuple[Agent, int] | None]:
+        """Orders for the agent, jobs lost on the way to it, whether to try claiming one, and (when `lock`,
+        in a write transaction) the agent locked with its active job count, for the claim to build on."""
+        agent = await agents_store.authenticate_session(session, secret, lock=lock)
         held = await jobs_store.agent_jobs(session, agent_id)
         orders = _pending_orders(held.orders(), applied)
         queued = accept > 0 and not orders
-        queued = queued and (assume_queued or await jobs_store.any_queued(session, pool_id))
-        return orders, held.undelivered(running), queued
+        queued = queued and (lock or await jobs_store.any_queued(session, pool_id))
+        return orders, held.undelivered(running), queued, ((agent, held.active) if lock else None)
 
-    async def take(session: AsyncSession, lost: list[str], queued: bool) -> list[jobs_store.Claimed]:
+    async def take(
+        session: AsyncSession, lost: list[str], queued: bool, locked: tuple[Agent, int] | None = None
+    ) -> list[jobs_store.Claimed]:
         claimed = []
         for job_id in lost:
             again = await jobs_store.redeliver(session, job_id, agent_id)
             if again is not None:
                 claimed.append(again)
         if queued and not claimed:
-            fresh = await jobs_store.claim(session, agent_id, lease)
+            fresh = await jobs_store.claim(session, agent_id, lease, locked=locked)
             if fresh is not None:
                 claimed.append(fresh)
         return claimed
@@ -219,14 +225,15 @@ async def _poll(
         with app.dispatcher.waiting(pool_id, agent_id, for_jobs=accept > 0) as waiter:
             if woken_for_job:
                 # Woken because a job was queued: look and claim in one write transaction, not a read
-                # followed by a write (this is the dispatch path, and every statement is latency).
+                # followed by a write, with the agent locked by its authentication (this is the dispatch
+                # path, and every statement is latency).
                 async with app.db.write() as session:
-                    orders, lost, queued = await look(session, assume_queued=True)
-                    claimed = await take(session, lost, queued)
+                    orders, lost, queued, locked = await look(session, lock=True)
+                    claimed = await take(session, lost, queued, locked)
             else:
                 # Idle polls only read: on SQLite a write would queue behind every other writer.
                 async with app.db.read() as session:
-                    orders, lost, queued = await look(session, assume_queued=False)
+                    orders, lost, queued, _ = await look(session, lock=False)
                 claimed = []
                 if lost or queued:
                     async with app.db.write() as session:
