@@ -173,7 +173,10 @@ def test_cancel_reaches_terraform_in_the_sandbox(pool: Pool) -> None:
     run = pool.api.wait_for_run(run_id, FINAL, timeout=60)
     log = pool.api.read_log(run, "apply")
     assert run["attributes"]["status"] == "canceled", log
-    assert "Interrupt received" in log  # terraform itself got the SIGINT and stopped gracefully
+    # The SIGINT reached the process group inside the sandbox: terraform says so, or the provisioner's
+    # command reports the signal. Which of the two terraform prints races: when the provisioner dies of the
+    # same SIGINT first, the apply fails before terraform's own handler writes "Interrupt received".
+    assert "Interrupt received" in log or "signal: interrupt" in log, log
     assert "(local-exec): SLEEPER-DONE" not in log
 
 
