@@ -16,6 +16,7 @@ from datetime import datetime
 
 from outpost.errors import Contention
 from outpost.store import agents as agents_store
+from outpost.store import pools
 from outpost.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class PingBuffer:
             try:
                 async with self.db.write() as session:
                     await agents_store.record_pings(session, {a: at for a, (at, _) in batch.items()})
-                    await agents_store.touch_tokens(session, {token for _, token in batch.values()})
+                    await pools.touch_tokens(session, {token for _, token in batch.values()})
             except BaseException:
                 # Not lost: the next flush writes them, unless a newer ping of the same agent came meanwhile.
                 for agent_id, ping in batch.items():

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.domain.agents import DELETABLE, LIVE, AgentStatus
@@ -123,22 +123,6 @@ async def record_pings(session: AsyncSession, pings: dict[str, datetime]) -> Non
     )
     connection = await session.connection()  # a Core executemany, not the ORM's bulk update by key
     await connection.execute(statement, [{"agent": a, "at": pings[a]} for a in sorted(pings)])
-
-
-async def touch_tokens(session: AsyncSession, token_ids: set[str], every: float = 60.0) -> None:
-    """Keep last-used-at current while agents use the tokens, writing it at most once a minute."""
-    if not token_ids:
-        return
-    now = utcnow()
-    await session.execute(
-        update(AgentToken)
-        .where(
-            AgentToken.id.in_(sorted(token_ids)),
-            or_(AgentToken.last_used_at.is_(None), AgentToken.last_used_at < now - timedelta(seconds=every)),
-        )
-        .values(last_used_at=now)
-        .execution_options(synchronize_session=False)
-    )
 
 
 async def deregister(session: AsyncSession, agent: Agent) -> None:

@@ -191,20 +191,23 @@ async def authenticate_pool_token(session: AsyncSession, secret: str) -> AgentTo
     ).scalar_one_or_none()
     if token is None or token.revoked_at is not None:
         raise Unauthorized("The agent token is invalid or was revoked. Create a new token for the pool.")
-    await touch_token(session, token.id)
+    await touch_tokens(session, {token.id})
     return token
 
 
-async def touch_token(session: AsyncSession, token_id: str, every: float = 60.0) -> None:
-    """Keep last-used-at current while agents use the token, writing it at most once a minute."""
+async def touch_tokens(session: AsyncSession, token_ids: set[str], every: float = 60.0) -> None:
+    """Keep last-used-at current while agents use the tokens, writing it at most once a minute."""
+    if not token_ids:
+        return
     now = utcnow()
     await session.execute(
         update(AgentToken)
         .where(
-            AgentToken.id == token_id,
+            AgentToken.id.in_(sorted(token_ids)),
             (AgentToken.last_used_at.is_(None)) | (AgentToken.last_used_at < now - timedelta(seconds=every)),
         )
         .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -271,7 +271,7 @@ async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Respon
         agent = await agents_store.authenticate_session(session, secret, lock=True)
         held = await jobs_store.agent_jobs(session, agent.id)
         agents_store.ping(agent, ip_address, busy=held.active > 0)
-        await pools.touch_token(session, agent.token_id)
+        await pools.touch_tokens(session, {agent.token_id})
     return _heartbeat_answer(app, held.orders())
 
 
