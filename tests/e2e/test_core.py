@@ -143,6 +143,31 @@ def test_runs_of_one_workspace_wait_in_order(api: OutpostAPI, org: tuple[str, st
     assert api.run(first)["attributes"]["status"] == "discarded"
 
 
+def test_an_agent_applies_in_the_directory_of_its_own_plan(  # type: ignore[no-untyped-def]
+    api: OutpostAPI, org: tuple[str, str], start, tmp_path: Path
+) -> None:
+    pool_id, token = _pool_with_token(api, org[0])
+    agent: Proc = start(token)
+    jobs = tmp_path / "agent0" / "jobs"  # the start fixture's data directory for its first agent
+    ws = api.create_workspace(org[0], "kept", execution_mode="agent", agent_pool_id=pool_id)
+    api.add_variable(ws["id"], "label", "kept")
+    cv = api.upload_configuration(ws["id"], CONFIGS / "counter")
+    run = api.wait_for_run(api.create_run(ws["id"], cv)["id"], {"planned", "errored"})
+    assert run["attributes"]["status"] == "planned", api.read_log(run, "plan")
+    (kept,) = wait_until(lambda: list(jobs.iterdir()) or None, 10, what="the kept plan directory")
+    assert (kept / "work" / "plan.tfplan").is_file()
+
+    api.action(run["id"], "apply")
+    run = api.wait_for_run(run["id"], {"applied", "errored"})
+    assert run["attributes"]["status"] == "applied", api.read_log(run, "apply")
+    assert api.current_outputs(ws["id"])["labels"] == ["kept-0", "kept-1", "kept-2"]
+    assert agent.output().count("applying in the plan's directory") == 1
+    wait_until(lambda: not kept.exists(), 10, what="the kept directory removed after the apply")
+    # The state the reused directory produced is the real one: planning again finds nothing to do.
+    again = api.wait_for_run(api.create_run(ws["id"], cv)["id"], {"planned_and_finished", "planned", "errored"})
+    assert again["attributes"]["status"] == "planned_and_finished", api.read_log(again, "plan")
+
+
 def test_quickstart_demo(tmp_path: Path) -> None:
     """The README's first command ends here: a real plan and apply through a separate agent process."""
     port = free_port()

@@ -8,6 +8,7 @@ after every log byte is stored, because reporting it frees the agent for its nex
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import logging
@@ -24,6 +25,7 @@ from outpost import logcontext
 from outpost.agent import metrics, providers
 from outpost.agent.client import Client, JobGone
 from outpost.agent.hooks import HookResult, Hooks
+from outpost.agent.kept import KeptPlan, PlanKeeper
 from outpost.agent.locks import LockAbandoned
 from outpost.agent.logstream import LogStream
 from outpost.agent.masking import Masker
@@ -67,6 +69,7 @@ class Job:
         token: str,
         agent_label: str,
         sandbox: Sandbox | None = None,
+        keeper: PlanKeeper | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -80,6 +83,9 @@ class Job:
         self._cleanup: list[Path] = []
         self.sandbox = sandbox
         self.space: RunSpace | None = None
+        self.keeper = keeper
+        self._to_keep: KeptPlan | None = None  # this plan's directory, for the same run's apply (kept.py)
+        self._kept = False
 
     # --- orders from outside -------------------------------------------------------------------------
 
@@ -156,6 +162,9 @@ class Job:
                     "log_size": logs.size,
                 },
             )
+            if self._to_keep is not None and self.keeper is not None and result.outcome == JobOutcome.SUCCEEDED:
+                self.keeper.keep(self._to_keep)
+                self._kept = True
             log.info("job %s finished: %s", self.id, result.outcome.value)
             metrics.JOBS.labels(payload["phase"], result.outcome.value).inc()
             metrics.JOB_SECONDS.labels(payload["phase"]).observe(time.monotonic() - started)
@@ -171,7 +180,9 @@ class Job:
             self.process.kill_group()
             if self.space is not None:
                 self.space.close()
-            for path in [jobdir, *self._cleanup]:
+            if self._kept:
+                (jobdir / "log.spool").unlink(missing_ok=True)
+            for path in [*([] if self._kept else [jobdir]), *self._cleanup]:
                 await asyncio.to_thread(shutil.rmtree, path, True)
 
     async def _execute(self, payload: dict[str, Any], jobdir: Path, logs: LogStream) -> JobResult:
@@ -200,27 +211,24 @@ class Job:
         logs.line(f"on linux_amd64 (Outpost agent {self.agent_label})")
         logs.line("Initializing plugins and modules...")
 
-        work = jobdir / "work"
-        work.mkdir(exist_ok=True)
-        config_dir = work / "config"
-        config_dir.mkdir()
-        archive = await self.client.download(self.id, self.token, "configuration")
-        if not archive:
-            raise StepFailed("The run's configuration is empty.")
-        await asyncio.to_thread(_extract, archive, config_dir)
-        workdir = (config_dir / workspace.get("working_directory", "")).resolve()
-        if not workdir.is_relative_to(config_dir.resolve()) or not workdir.is_dir():
-            raise StepFailed(
-                f"The working directory {workspace.get('working_directory')!r} is not in the configuration."
-            )
-        (workdir / "outpost_override.tf").write_text(OVERRIDE)
-        (workdir / "zzz_outpost.auto.tfvars").write_text(tfvars(payload["variables"]))
+        # The apply of a plan this agent made runs in the plan's directory when it is still here (kept.py).
+        kept = None
+        if phase == Phase.APPLY and self.keeper is not None and self._keepable:
+            kept = self.keeper.take(run["id"], payload.get("plan_sha256"))
+        if kept is not None:
+            self._cleanup.append(kept.root)
+            work, workdir = kept.work, kept.workdir
+            log.info("job %s: applying in the plan's directory (no second download or init)", self.id)
+        else:
+            work, workdir = await self._prepare(jobdir, workspace, payload["variables"])
         prior = await self.client.download(self.id, self.token, "state")
         if prior:
             (workdir / "terraform.tfstate").write_bytes(prior)
+        else:
+            (workdir / "terraform.tfstate").unlink(missing_ok=True)
 
         home = work / "home"
-        home.mkdir()
+        home.mkdir(exist_ok=True)
         # A short TMPDIR of its own: provider plugins put Unix sockets there, and a socket path over
         # 108 bytes (easy under a deep data directory) makes the plugin fail to start.
         tmp = Path(tempfile.mkdtemp(prefix="outpost-"))
@@ -244,7 +252,7 @@ class Job:
         if pre.error is not None:
             return JobResult(JobOutcome.FAILED, pre.error)
         env.update(pre.exports)
-        result = await self._operate(phase, tf, workdir, work, env, run, logs, prior)
+        result = await self._operate(phase, tf, workdir, work, env, run, logs, prior, kept)
         if self.fenced or self.cancel_kind == "force":
             return result
         post = await hooks.run(f"post-{phase.value}", env, workdir)
@@ -252,6 +260,32 @@ class Job:
         if post.error is not None and result.outcome == JobOutcome.SUCCEEDED:
             result.outcome, result.message = JobOutcome.FAILED, post.error
         return result
+
+    async def _prepare(
+        self, jobdir: Path, workspace: dict[str, Any], variables: list[dict[str, Any]]
+    ) -> tuple[Path, Path]:
+        """A fresh work directory with the run's configuration: (work directory, terraform's working directory)."""
+        work = jobdir / "work"
+        work.mkdir(exist_ok=True)
+        config_dir = work / "config"
+        config_dir.mkdir()
+        archive = await self.client.download(self.id, self.token, "configuration")
+        if not archive:
+            raise StepFailed("The run's configuration is empty.")
+        await asyncio.to_thread(_extract, archive, config_dir)
+        workdir = (config_dir / str(workspace.get("working_directory", ""))).resolve()
+        if not workdir.is_relative_to(config_dir.resolve()) or not workdir.is_dir():
+            raise StepFailed(
+                f"The working directory {workspace.get('working_directory')!r} is not in the configuration."
+            )
+        (workdir / "outpost_override.tf").write_text(OVERRIDE)
+        (workdir / "zzz_outpost.auto.tfvars").write_text(tfvars(variables))
+        return work, workdir
+
+    @property
+    def _keepable(self) -> bool:
+        """Whether this job's directory may serve another job: not a sandboxed run's (kept.py)."""
+        return self.space is None or not self.space.sandboxed
 
     @staticmethod
     def _count_hook(hook: str, result: HookResult) -> None:
@@ -274,7 +308,12 @@ class Job:
         run: dict[str, Any],
         logs: LogStream,
         prior: bytes | None,
+        kept: KeptPlan | None = None,
     ) -> JobResult:
+        if kept is not None:  # initialized by the plan, in this directory
+            if self.cancel_kind:
+                return JobResult(JobOutcome.CANCELED, "Canceled before terraform ran.")
+            return await self._apply(tf, workdir, work, env, logs, prior, plan_ready=True)
         init_out = bytearray()
         waiting = time.monotonic()
         try:
@@ -334,19 +373,37 @@ class Job:
             if saved is None:
                 raise StepFailed("terraform plan left no saved plan.")
             await self.client.upload(self.id, self.token, "plan-file", saved)
+            if counts["has_changes"] and self.keeper is not None and self._keepable:
+                self._to_keep = KeptPlan(
+                    run_id=run["id"],
+                    root=work.parent,
+                    work=work,
+                    workdir=workdir,
+                    plan_sha256=hashlib.sha256(saved).hexdigest(),
+                    kept_at=time.monotonic(),
+                )
         return JobResult(JobOutcome.SUCCEEDED, **counts)
 
     async def _apply(
-        self, tf: str, workdir: Path, work: Path, env: dict[str, str], logs: LogStream, prior: bytes | None
+        self,
+        tf: str,
+        workdir: Path,
+        work: Path,
+        env: dict[str, str],
+        logs: LogStream,
+        prior: bytes | None,
+        *,
+        plan_ready: bool = False,
     ) -> JobResult:
         plan_file = work / "plan.tfplan"
-        data = await self.client.download(self.id, self.token, "plan-file")
-        if not data:
-            raise StepFailed("The run's saved plan is missing.")
-        try:
-            write_new(work, plan_file.relative_to(work), data)
-        except UnsafeFile as exc:
-            raise StepFailed(f"The saved plan cannot be written: {exc}") from None
+        if not plan_ready:
+            data = await self.client.download(self.id, self.token, "plan-file")
+            if not data:
+                raise StepFailed("The run's saved plan is missing.")
+            try:
+                write_new(work, plan_file.relative_to(work), data)
+            except UnsafeFile as exc:
+                raise StepFailed(f"The saved plan cannot be written: {exc}") from None
         seen = bytearray()
 
         def output(chunk: bytes) -> None:

@@ -84,7 +84,9 @@ class Process:
                 await self.proc.wait()
             if space is not None and space.killed_for_memory():
                 output(f"\n{space.memory_message()}\n".encode())
-            log.debug("%s ended with %s after %.3f s", " ".join(argv[:2]), self.proc.returncode, time.monotonic() - began)
+            log.debug(
+                "%s ended with %s after %.3f s", " ".join(argv[:2]), self.proc.returncode, time.monotonic() - began
+            )
 
     def interrupt(self) -> None:
         """One SIGINT to the group (the reaper ignores it): a graceful stop that still saves state."""

@@ -10,6 +10,7 @@ import random
 
 from outpost.agent.client import Client, Registration
 from outpost.agent.job import Job
+from outpost.agent.kept import PlanKeeper
 from outpost.agent.sandbox import Sandbox
 from outpost.config import AgentConfig
 
@@ -31,6 +32,7 @@ class Worker:
         self.label = f"{config.name} ({registration.agent_id})" if config.name else registration.agent_id
         self._slot_freed = asyncio.Event()
         self._capacity_changed = asyncio.Event()
+        self.kept = PlanKeeper(limit=config.concurrency)
 
     @property
     def free(self) -> int:
@@ -41,11 +43,14 @@ class Worker:
         return max(0, self.config.concurrency - len(self.jobs))
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            self._group = group
-            group.create_task(self._heartbeat_loop())
-            group.create_task(self._poll_loop())
-            group.create_task(self._exit_watch())
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                group.create_task(self._heartbeat_loop())
+                group.create_task(self._poll_loop())
+                group.create_task(self._exit_watch())
+        finally:
+            self.kept.clear()
 
     async def _exit_watch(self) -> None:
         """The worker ends when draining (or --single's one job is done) and no job is left."""
@@ -107,7 +112,7 @@ class Worker:
                 job.cancel(order["kind"])
 
     def _start_job(self, job_id: str, token: str) -> None:
-        job = Job(self.config, self.client, job_id, token, self.label, self.sandbox)
+        job = Job(self.config, self.client, job_id, token, self.label, self.sandbox, self.kept)
         self.jobs[job_id] = job
         self.jobs_taken += 1
         log.info("job %s received", job_id)

@@ -18,7 +18,7 @@ from outpost.ids import TokenKind, hash_secret, new_secret, secrets_match
 from outpost.store import agents as agents_store
 from outpost.store import blobs, configs, events, logs, state
 from outpost.store import runs as runs_store
-from outpost.store.tables import Agent, AgentToken, Apply, Job, Plan, Run, Variable, Workspace
+from outpost.store.tables import Agent, AgentToken, Apply, Blob, Job, Plan, Run, Variable, Workspace
 from outpost.store.workspaces import plain_value
 from outpost.timeutil import utcnow
 
@@ -193,6 +193,14 @@ async def payload(session: AsyncSession, job: Job, box: Encryptor) -> dict[str, 
         await session.execute(select(Variable).where(Variable.workspace_id == workspace.id).order_by(Variable.key))
     ).scalars()
     phase = await phase_of(session, job)
+    extra: dict[str, Any] = {}
+    if job.phase == Phase.APPLY.value:
+        # The saved plan's digest: an agent that kept the plan's directory applies there (agent/kept.py).
+        plan = await runs_store.plan_of(session, run.id)
+        if plan.plan_file_blob_id is not None:
+            extra["plan_sha256"] = (
+                await session.execute(select(Blob.sha256).where(Blob.id == plan.plan_file_blob_id))
+            ).scalar_one_or_none()
     return {
         "id": job.id,
         "phase": job.phase,
@@ -220,6 +228,7 @@ async def payload(session: AsyncSession, job: Job, box: Encryptor) -> dict[str, 
             for v in variables
         ],
         "log_size": phase.log_size,
+        **extra,
     }
 
 

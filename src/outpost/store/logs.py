@@ -7,7 +7,9 @@ apply row holds the size and whether the log is complete.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import RangeNotSatisfiable
@@ -30,13 +32,35 @@ class LogGap(RangeNotSatisfiable):
         self.size = size
 
 
+# Appends are the most frequent write of a running job, so their statements are built once (building a
+# SQLAlchemy expression costs more than SQLite running it). Each locks the phase row: appends to one log
+# are serialized, whatever the database.
+def _locked_phase(table: PhaseTable, by: str) -> Any:
+    key = table.id if by == "id" else table.run_id
+    return select(table.id, table.log_size, table.log_complete).where(key == bindparam("key")).with_for_update()
+
+
+_LOCK = {(t, by): _locked_phase(t, by) for t in (Plan, Apply) for by in ("id", "run")}
+_RESIZE = {t: update(t).where(t.id == bindparam("log_id")).values(log_size=bindparam("size")) for t in (Plan, Apply)}
+_CHUNK = insert(LogChunk)
+
+
 async def append(session: AsyncSession, log_id: str, offset: int, data: bytes) -> int:
-    """Store `data` at `offset`; return the log's size afterwards."""
-    table = table_for(log_id)
-    # Lock the phase row: appends to one log are serialized, whatever the database.
-    row = (
-        await session.execute(select(table.log_size, table.log_complete).where(table.id == log_id).with_for_update())
-    ).one()
+    """Store `data` at `offset` of log `log_id`; return the log's size afterwards."""
+    return await _append(session, table_for(log_id), "id", log_id, offset, data, orm=True)
+
+
+async def append_to_run(session: AsyncSession, table: PhaseTable, run_id: str, offset: int, data: bytes) -> int:
+    """`append` to the log of a run's plan (`table` Plan) or apply (Apply), found in the same statement.
+    For a session that has not loaded that plan or apply: its size is written past the ORM."""
+    return await _append(session, table, "run", run_id, offset, data, orm=False)
+
+
+async def _append(
+    session: AsyncSession, table: PhaseTable, by: str, key: str, offset: int, data: bytes, *, orm: bool
+) -> int:
+    row = (await session.execute(_LOCK[table, by], {"key": key})).one()
+    log_id = str(row.id)
     size = int(row.log_size)
     if offset > size:
         raise LogGap(size)
@@ -48,9 +72,14 @@ async def append(session: AsyncSession, log_id: str, offset: int, data: bytes) -
         tail = tail[: max(0, MAX_LOG_BYTES - size)]
         if not tail:
             return size
-    session.add(LogChunk(log_id=log_id, offset=size, data=tail))
     new_size = size + len(tail)
-    await session.execute(update(table).where(table.id == log_id).values(log_size=new_size))
+    if orm:  # the new size also reaches a plan or apply the session has loaded
+        session.add(LogChunk(log_id=log_id, offset=size, data=tail))
+        await session.execute(update(table).where(table.id == log_id).values(log_size=new_size))
+    else:  # Core statements, built once, past the ORM's bookkeeping
+        connection = await session.connection()
+        await connection.execute(_CHUNK, {"log_id": log_id, "offset": size, "data": tail})
+        await connection.execute(_RESIZE[table], {"log_id": log_id, "size": new_size})
     return new_size
 
 

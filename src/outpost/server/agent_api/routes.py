@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost import AGENT_PROTOCOL_VERSION, SUPPORTED_AGENT_PROTOCOLS, __version__
 from outpost.domain.agents import AgentStatus
-from outpost.domain.jobs import JobOutcome, JobRight
+from outpost.domain.jobs import JobOutcome, JobRight, Phase
 from outpost.errors import BadRequest, Conflict, Unauthorized, Unprocessable
 from outpost.ids import TokenKind, secret_kind
 from outpost.server import jsonapi, metrics
@@ -28,7 +28,7 @@ from outpost.store import agents as agents_store
 from outpost.store import jobs as jobs_store
 from outpost.store import logs, pools
 from outpost.store.jobs import Result
-from outpost.store.tables import Agent
+from outpost.store.tables import Agent, Apply, Plan
 from outpost.timeutil import utcnow
 
 router = APIRouter(prefix="/api/agent/v1", tags=["agent protocol"])
@@ -377,9 +377,9 @@ async def append_log(job_id: str, request: Request, app: Outpost = Depends(outpo
         job = await jobs_store.authenticate(
             session, job_id, _token(request, TokenKind.JOB), JobRight.WRITE_LOG, lock=True
         )
-        log_id = await jobs_store.log_id(session, job)
+        table = Plan if job.phase == Phase.PLAN.value else Apply
         try:
-            size = await logs.append(session, log_id, int(raw_offset), data)
+            size = await logs.append_to_run(session, table, job.run_id, int(raw_offset), data)
         except logs.LogGap as gap:
             return JSONResponse(jsonapi.error_body(416, gap.title, gap.detail, {"size": gap.size}), status_code=416)
         orders = await jobs_store.cancel_orders(session, job.agent_id) if job.agent_id else []
