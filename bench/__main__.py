@@ -58,7 +58,9 @@ SERVER_FLAGS = ("--no-builtin-agent", "--log-level", "warn")
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="An existing `outpost tools install` directory (default: laid out afresh in the work directory).",
 )
-def main(quick: bool, only: tuple[str, ...], out: Path, postgres_url: str | None, keep: bool, tools_dir: Path | None) -> None:
+def main(
+    quick: bool, only: tuple[str, ...], out: Path, postgres_url: str | None, keep: bool, tools_dir: Path | None
+) -> None:
     """Outpost's benchmarks: a table on stdout, the figures and the machine in JSON."""
     sizes = QUICK if quick else FULL
     selected = only or CASES

@@ -251,8 +251,6 @@ def test_second_signal_cancels_the_job_and_state_is_saved(env: Env) -> None:
     env.no_leftovers()
 
 
-
-
 def test_cancel_of_a_running_apply_interrupts_terraform_and_keeps_its_state(env: Env) -> None:
     env.agent(name="cancel")
     ws_id, cv = env.workspace("cancel", "slow_apply", seconds="60")

@@ -329,7 +329,9 @@ async def test_finished_job_is_fenced(tmp_path: Path) -> None:
             await jobs.start(s, job)
         async with db.write() as s:
             job = await jobs.authenticate(s, claimed.job_id, claimed.token, JobRight.READ, lock=True)
-            await jobs.finish(s, job, await jobs.phase_of(s, job), Result(outcome=JobOutcome.SUCCEEDED, has_changes=True, additions=1))
+            await jobs.finish(
+                s, job, await jobs.phase_of(s, job), Result(outcome=JobOutcome.SUCCEEDED, has_changes=True, additions=1)
+            )
 
         async with db.read() as s:
             with pytest.raises(JobFenced) as caught:
