@@ -148,6 +148,47 @@ def test_idle_heartbeats_keep_the_agent_and_its_token_current(world: World) -> N
     asyncio.run(scenario())
 
 
+def test_quiet_agents_still_hear_every_change(world: World) -> None:
+    """An idle agent's heartbeats are answered from memory once a read found nothing to tell it
+    (outpost.server.quiet): being declared errored, a revoked token and a deleted pool must still reach it
+    at its next heartbeat."""
+
+    async def quiet_client(pool_token: str, name: str) -> Client:
+        client = Client(world.server.url, backoff=Backoff(base=0.05, cap=0.2))
+        await client.register(pool_token, name, 1)
+        for _ in range(3):  # the first is read; the next ones are answered from memory
+            assert (await client.heartbeat([]))["action"] == "continue"
+        return client
+
+    async def refused(client: Client) -> ExitCode:
+        with pytest.raises(AgentFatal) as exc:
+            await client.heartbeat([])
+        await client.close()
+        return exc.value.exit_code
+
+    async def scenario() -> None:
+        # Silent past unknown-after and errored-after: the monitor's verdict reaches it.
+        silent = await quiet_client(world.pool_token, "silent")
+        await asyncio.sleep(UNKNOWN_AFTER + ERRORED_AFTER + 1.5)
+        assert await refused(silent) == ExitCode.AGENT_ERRORED
+
+        # Its pool token revoked.
+        revoked = await quiet_client(world.pool_token, "revoked")
+        (token,) = world.api.request("GET", f"/agent-pools/{world.pool_id}/authentication-tokens")["data"]
+        world.api.request("DELETE", f"/authentication-tokens/{token['id']}")
+        assert await refused(revoked) == ExitCode.TOKEN_REVOKED
+
+        # Its pool deleted.
+        org = world.api.request("GET", f"/agent-pools/{world.pool_id}")["data"]["relationships"]["organization"]
+        spare = world.api.create_pool(org["data"]["id"], "spare")
+        _, spare_token = world.api.create_agent_token(spare["id"], "spare")
+        orphan = await quiet_client(spare_token, "orphan")
+        world.api.request("DELETE", f"/agent-pools/{spare['id']}")
+        assert await refused(orphan) == ExitCode.SESSION_ENDED
+
+    asyncio.run(scenario())
+
+
 def test_job_of_an_errored_agent_is_fenced(world: World) -> None:
     async def scenario() -> None:
         async with agent(world, "zombie", heartbeats=True) as zombie:

@@ -16,6 +16,7 @@ from outpost.encryption import Encryptor, resolve_keys
 from outpost.ids import hash_secret
 from outpost.server.dispatch import Dispatcher
 from outpost.server.pings import PingBuffer
+from outpost.server.quiet import QuietAgents
 from outpost.store import events, notify
 from outpost.store.db import Database
 from outpost.store.tables import Setting
@@ -34,6 +35,8 @@ class Outpost:
     # Agent session credential (its hash) -> (agent id, pool id), which never change for a session. Lets a
     # poll or heartbeat skip a round trip before its transaction; each still authenticates inside it.
     agent_sessions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Idle agents whose heartbeats are answered from memory, forgotten whenever one is woken (quiet.py).
+    quiet: QuietAgents = field(default_factory=QuietAgents)
 
     def remember_agent(self, secret: str, agent_id: str, pool_id: str) -> tuple[str, str]:
         if len(self.agent_sessions) >= 100_000:
@@ -60,10 +63,13 @@ class Outpost:
         for pool_id, count in wake.pools.items():
             self.dispatcher.wake_pool(pool_id, count)
         for agent_id in wake.agents:
+            self.quiet.forget(agent_id)
             self.dispatcher.wake_agent(agent_id)
 
     def _resync(self) -> None:
-        """After a gap in listening: every waiting poll looks at the database once more."""
+        """After a gap in listening: every waiting poll looks at the database once more, and every
+        heartbeat reads again (a change this replica missed may concern any agent)."""
+        self.quiet.clear()
         self.dispatcher.wake_all()
 
     def _after_commit(self, info: dict[object, object]) -> None:
@@ -74,6 +80,7 @@ class Outpost:
         agents = info.get(events.AGENTS)
         if isinstance(agents, set):
             for agent_id in agents:
+                self.quiet.forget(agent_id)
                 self.dispatcher.wake_agent(agent_id)
 
     async def load_secret(self) -> None:

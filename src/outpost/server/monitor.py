@@ -17,6 +17,7 @@ from outpost.domain.jobs import JobStatus, Phase
 from outpost.errors import Contention
 from outpost.server.context import Outpost
 from outpost.store import agents as agents_store
+from outpost.store import events
 from outpost.store import jobs as jobs_store
 from outpost.store import runs as runs_store
 from outpost.store.tables import Agent, Job
@@ -69,6 +70,7 @@ class Monitor:
             )
             for agent in stale:
                 agents_store.set_status(agent, AgentStatus.UNKNOWN)
+                events.wake_agent(session, agent.id)  # no longer quiet (outpost.server.quiet), on any replica
                 log.warning("agent %s (%s) is unknown: no heartbeat since %s", agent.id, agent.name, agent.last_ping_at)
 
     async def mark_errored(self) -> None:
@@ -89,6 +91,7 @@ class Monitor:
                 label = f"{agent.name} ({agent.id})" if agent.name else agent.id
                 reason = f"Agent {label} stopped reporting and was declared errored."
                 agents_store.set_status(agent, AgentStatus.ERRORED)
+                events.wake_agent(session, agent.id)
                 agent.exit_reason = reason
                 log.warning("%s", reason)
                 jobs = (

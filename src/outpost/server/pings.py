@@ -2,8 +2,8 @@
 
 An idle agent's heartbeat changes nothing but its last-ping time (and, once a minute, its token's
 last-used time). Ten thousand agents beating every ten seconds would otherwise be a thousand write
-transactions a second, which SQLite serializes. The heartbeat still authenticates and reads the
-agent's jobs at once (so revocation, errored status and cancel orders are answered immediately); only
+transactions a second, which SQLite serializes. Revocation, errored status and cancel orders are still
+answered at the next heartbeat (read at once, or forgotten from outpost.server.quiet when announced); only
 the timestamp waits, at most `interval` seconds, far inside `--agent-unknown-after`. This process's
 monitor flushes before it looks for silent agents, so it never misses a ping that arrived here.
 """

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost.domain.agents import COUNTED
 from outpost.errors import Conflict, NotFound, Unauthorized, Unprocessable
 from outpost.ids import TokenKind, hash_secret, new_id, new_secret
+from outpost.store import events
 from outpost.store.tables import Agent, AgentPool, AgentToken, PoolAllowedWorkspace, Workspace
 from outpost.timeutil import utcnow
 
@@ -135,8 +136,15 @@ async def delete_pool(session: AsyncSession, pool: AgentPool) -> None:
             "Switch them to another pool or execution mode first.",
             title="pool in use",
         )
+    await wake_agents_of(session, [pool.id])  # their next heartbeat reads, and learns they are gone
     await session.delete(pool)
     await session.flush()
+
+
+async def wake_agents_of(session: AsyncSession, pool_ids: list[str]) -> None:
+    """Announce a change to every agent of these pools (one that deletes them, say)."""
+    for agent_id in (await session.execute(select(Agent.id).where(Agent.pool_id.in_(pool_ids)))).scalars():
+        events.wake_agent(session, agent_id)
 
 
 async def create_token(

@@ -20,7 +20,7 @@ from outpost import AGENT_PROTOCOL_VERSION, SUPPORTED_AGENT_PROTOCOLS, __version
 from outpost.domain.agents import AgentStatus
 from outpost.domain.jobs import JobOutcome, JobRight, Phase
 from outpost.errors import BadRequest, Conflict, Unauthorized, Unprocessable
-from outpost.ids import TokenKind, secret_kind
+from outpost.ids import TokenKind, hash_secret, secret_kind
 from outpost.server import jsonapi, metrics
 from outpost.server.auth import bearer
 from outpost.server.context import Outpost, outpost
@@ -238,6 +238,8 @@ async def _poll(
                 if lost or queued:
                     async with app.db.write() as session:
                         claimed = await take(session, lost, queued)
+            if claimed:
+                app.quiet.forget(agent_id)  # busy now: its heartbeats renew the job's lease
             for fresh_claim in claimed:
                 metrics.observe_dispatch(pool_id, fresh_claim.queued_at, fresh_claim.attempt)
             if orders or claimed:
@@ -257,13 +259,23 @@ async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Respon
     # Most heartbeats come from idle agents and change nothing but a timestamp: they are answered from a
     # read (revocation, errored status and cancel orders take effect at once) and their time is written
     # in a batch (outpost.server.pings). Any other heartbeat is a write transaction of its own.
+    # A quiet agent's (idle, nothing to tell it, outpost.server.quiet) is answered without even the read.
+    session_hash = hash_secret(secret)
+    quiet = app.quiet.get(session_hash, ip_address)
+    if quiet is not None:
+        app.pings.record(quiet.agent_id, quiet.token_id, utcnow())
+        return _heartbeat_answer(app, [])
+    epoch = app.quiet.epoch
     async with app.db.read() as session:
         agent = await agents_store.authenticate_session(session, secret)
         held = await jobs_store.agent_jobs(session, agent.id)
     app.remember_agent(secret, agent.id, agent.pool_id)
     if held.active == 0 and agent.status == AgentStatus.IDLE.value and ip_address in (None, agent.ip_address):
         app.pings.record(agent.id, agent.token_id, utcnow())
-        return _heartbeat_answer(app, held.orders())
+        orders = held.orders()
+        if not orders and not held.rows:
+            app.quiet.add(session_hash, agent.id, agent.token_id, ip_address, epoch=epoch)
+        return _heartbeat_answer(app, orders)
     async with app.db.write() as session:
         # Rows are locked job before agent, the order in which finishing a job takes them (job, run,
         # agent): the other order deadlocks with a job finishing at the same moment.

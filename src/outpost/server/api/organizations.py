@@ -11,7 +11,7 @@ from outpost.server import jsonapi
 from outpost.server.api import bodies, shapes
 from outpost.server.auth import Caller, guard
 from outpost.server.context import Outpost, outpost
-from outpost.store import users
+from outpost.store import pools, users
 
 router = APIRouter(tags=["organizations"])
 
@@ -63,6 +63,7 @@ async def delete_organization(
     async with app.db.write() as session:
         await caller.organization(session, org)
         found = await users.get_organization(session, org)
+        await pools.wake_agents_of(session, [p.id for p in await pools.list_pools(session, found.id)])
         await session.delete(found)
     return Response(status_code=204)
 
