@@ -13,6 +13,8 @@ from bench.fleet import API, Fleet
 from bench.servers import Meter
 from bench.stats import summary_ms
 
+CONNECT_BASE = 30.0  # seconds, plus 1 s per 20 agents (registering is a write each; 45 a second here)
+
 
 async def run(
     url: str, server_pid: int, org: str, token: str, *, sizes: list[int], window: float, dispatches: int
@@ -47,7 +49,8 @@ async def run(
 
 
 async def _hold(t: Target, fleet: Fleet, meter: Meter, size: int, *, window: float, dispatches: int) -> dict[str, Any]:
-    await fleet.connect(size - len(fleet.clients), concurrency=64)
+    # A process that cannot hold the fleet fails here: registrations time out and retry without end.
+    await asyncio.wait_for(fleet.connect(size - len(fleet.clients), concurrency=64), CONNECT_BASE + size / 20)
     errors_before = len(fleet.errors)
     await asyncio.sleep(min(window, 10))  # heartbeats spread over their interval first
     meter.start()

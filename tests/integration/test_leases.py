@@ -189,6 +189,27 @@ def test_quiet_agents_still_hear_every_change(world: World) -> None:
     asyncio.run(scenario())
 
 
+def test_a_quiet_agent_whose_answer_was_lost_gets_its_job_again(world: World) -> None:
+    """A claimed job whose answer never reached the agent is delivered again at its next poll, also after
+    the agent's polls were being answered as quiet ones (outpost.server.quiet): the claim ends that."""
+
+    async def scenario() -> None:
+        client = Client(world.server.url, backoff=Backoff(base=0.05, cap=0.2))
+        await client.register(world.pool_token, "forgetful", 1)
+        try:
+            for _ in range(3):  # polls that take nothing: read once, then quiet
+                assert (await client.poll(0, [], {}, 0))["jobs"] == []
+            (lost,) = (await client.poll(1, [], {}, 5))["jobs"]  # the answer "never arrives"
+            (again,) = (await client.poll(1, [], {}, 5))["jobs"]
+            assert again["id"] == lost["id"] and again["token"] != lost["token"]
+            await client.start(again["id"], again["token"])
+            assert world.status() == "planning"
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
 def test_job_of_an_errored_agent_is_fenced(world: World) -> None:
     async def scenario() -> None:
         async with agent(world, "zombie", heartbeats=True) as zombie:

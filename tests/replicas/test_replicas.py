@@ -121,6 +121,33 @@ def test_a_cancel_on_one_replica_reaches_the_agent_polling_the_other(two: Setup)
     assert asyncio.run(_cancel_reaches_the_other_replica(two)) < 10
 
 
+def test_a_job_claimed_on_one_replica_is_delivered_again_by_the_other(two: Setup) -> None:
+    """An agent quiet on both replicas (outpost.server.quiet) claims a job through one, and the answer is
+    lost; its next poll, through the other replica, must find the job: the claim is announced to every
+    replica, which then reads the agent's jobs again instead of answering from memory."""
+
+    async def scenario() -> None:
+        ws_id, cv_id = _workspace(setup.apis[0], setup.org, setup.pool_id, "lost")
+        first = Client(setup.replicas.servers[0].url, backoff=Backoff(base=0.05, cap=0.5))
+        other = Client(setup.replicas.servers[1].url, backoff=Backoff(base=0.05, cap=0.5))
+        try:
+            await first.register(setup.pool_token, "forgetful", 1)
+            other.session_token = first.session_token
+            for client in (first, other, first, other):  # polls that take nothing: quiet on both replicas
+                assert (await client.poll(0, [], {}, 0))["jobs"] == []
+            run = await asyncio.to_thread(setup.apis[0].create_run, ws_id, cv_id, plan_only=True)
+            (lost,) = (await first.poll(1, [], {}, 5))["jobs"]
+            assert lost["run_id"] == run["id"]
+            (again,) = (await other.poll(1, [], {}, 5))["jobs"]
+            assert again["id"] == lost["id"] and again["token"] != lost["token"]
+        finally:
+            await first.close()
+            await other.close()
+
+    setup = two
+    asyncio.run(scenario())
+
+
 async def _agent_writes_a_log(setup: Setup, run_id: str, text: bytes) -> None:
     client = Client(setup.replicas.servers[1].url, backoff=Backoff(base=0.05, cap=0.5))
     try:

@@ -1,14 +1,14 @@
-"""Quiet agents: idle agents whose heartbeats are answered from memory.
+"""Quiet agents: idle agents whose heartbeats and polls skip reading what cannot have changed.
 
-Most heartbeats come from idle agents and have nothing to say back. Once a heartbeat's read has found an
+Most heartbeats and polls come from idle agents and have nothing to say back. Once a read has found an
 agent live, idle, with no job and no order, its next heartbeats (from the same address) are answered from
-this table and only their time is recorded (outpost.server.pings), without a database read: that read was
-most of the server's cost of holding an idle fleet.
+this table and only their time is recorded (outpost.server.pings), and its next polls only ask whether
+its pool has work: that reading was most of the server's cost of holding an idle fleet.
 
 What could change the answer removes the agent from the table at once: anything that wakes the agent
 (a cancel or exit order, its token revoked, its pool or organization deleted, the monitor declaring it
-unknown or errored), in this process after the commit and in every other replica through the same
-NOTIFY that wakes their polls; a job claimed for it; a gap in listening clears the whole table. An entry
+unknown or errored, a job claimed for it), in this process after the commit and in every other replica
+through the same NOTIFY that wakes their polls; a gap in listening clears the whole table. An entry
 also lapses after `ttl` seconds, so an agent is looked up again at least that often whatever happens.
 A heartbeat adds its agent only if nothing was forgotten since before its read began (`epoch`): a read
 that started before a change committed must not make the agent quiet after the change was announced.

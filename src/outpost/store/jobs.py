@@ -83,6 +83,9 @@ async def claim(
     if row is None:
         return None
     agents_store.set_status(agent, AgentStatus.BUSY, now)
+    # Announced: every replica forgets the agent was quiet (outpost.server.quiet), so its next poll, on
+    # whichever replica, reads its jobs and delivers this one again if the answer is lost.
+    events.wake_agent(session, agent_id)
     return Claimed(
         job_id=row.id, token=secret, phase=row.phase, run_id=row.run_id, attempt=row.attempt, queued_at=row.created_at
     )

@@ -193,18 +193,33 @@ async def _poll(
 ) -> Response:
     loop = asyncio.get_running_loop()
     lease = timedelta(seconds=app.config.job_lease)
+    session_hash = hash_secret(secret)
+    ip_address = _client_ip(request)
 
     async def look(
         session: AsyncSession, *, lock: bool
     ) -> tuple[list[dict[str, str]], list[str], bool, tuple[Agent, int] | None]:
         """Orders for the agent, jobs lost on the way to it, whether to try claiming one, and (when `lock`,
         in a write transaction) the agent locked with its active job count, for the claim to build on."""
+        epoch = app.quiet.epoch
         agent = await agents_store.authenticate_session(session, secret, lock=lock)
         held = await jobs_store.agent_jobs(session, agent_id)
         orders = _pending_orders(held.orders(), applied)
         queued = accept > 0 and not orders
         queued = queued and (lock or await jobs_store.any_queued(session, pool_id))
+        if not held.rows and agent.status == AgentStatus.IDLE.value and ip_address in (None, agent.ip_address):
+            app.quiet.add(session_hash, agent_id, agent.token_id, ip_address, epoch=epoch)
         return orders, held.undelivered(running), queued, ((agent, held.active) if lock else None)
+
+    async def look_quietly() -> bool | None:
+        """For a quiet agent (outpost.server.quiet) that runs nothing: no order or lost job can be waiting
+        for it, so only whether its pool has work (None: not quiet, look properly)."""
+        if running or applied or app.quiet.get(session_hash, ip_address) is None:
+            return None
+        if accept == 0:
+            return False
+        async with app.db.read() as session:
+            return await jobs_store.any_queued(session, pool_id)
 
     async def take(
         session: AsyncSession, lost: list[str], queued: bool, locked: tuple[Agent, int] | None = None
@@ -232,8 +247,12 @@ async def _poll(
                     claimed = await take(session, lost, queued, locked)
             else:
                 # Idle polls only read: on SQLite a write would queue behind every other writer.
-                async with app.db.read() as session:
-                    orders, lost, queued, _ = await look(session, lock=False)
+                quiet = await look_quietly()
+                if quiet is not None:
+                    orders, lost, queued = [], [], quiet
+                else:
+                    async with app.db.read() as session:
+                        orders, lost, queued, _ = await look(session, lock=False)
                 claimed = []
                 if lost or queued:
                     async with app.db.write() as session:
