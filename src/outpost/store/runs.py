@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.domain.jobs import ACTIVE_JOB, JobStatus, Phase
@@ -59,22 +59,27 @@ def set_phase(phase: Plan | Apply, status: PhaseStatus) -> None:
     phase.status_timestamps = _stamp(phase.status_timestamps, status.value)
 
 
+# Every job's calls look up its run, plan and apply: statements built once (building a SQLAlchemy
+# expression costs more than SQLite running it).
+_RUN = select(Run).where(Run.id == bindparam("run_id"))
+_RUN_LOCKED = _RUN.with_for_update()
+_PLAN_OF = select(Plan).where(Plan.run_id == bindparam("run_id"))
+_APPLY_OF = select(Apply).where(Apply.run_id == bindparam("run_id"))
+
+
 async def get(session: AsyncSession, run_id: str, *, lock: bool = False) -> Run:
-    query = select(Run).where(Run.id == run_id)
-    if lock:
-        query = query.with_for_update()
-    run = (await session.execute(query)).scalar_one_or_none()
+    run = (await session.execute(_RUN_LOCKED if lock else _RUN, {"run_id": run_id})).scalar_one_or_none()
     if run is None:
         raise NotFound(f"Run {run_id!r} was not found.")
     return run
 
 
 async def plan_of(session: AsyncSession, run_id: str) -> Plan:
-    return (await session.execute(select(Plan).where(Plan.run_id == run_id))).scalar_one()
+    return (await session.execute(_PLAN_OF, {"run_id": run_id})).scalar_one()
 
 
 async def apply_of(session: AsyncSession, run_id: str) -> Apply:
-    return (await session.execute(select(Apply).where(Apply.run_id == run_id))).scalar_one()
+    return (await session.execute(_APPLY_OF, {"run_id": run_id})).scalar_one()
 
 
 async def create(session: AsyncSession, workspace: Workspace, cv: ConfigurationVersion, options: RunOptions) -> Run:
