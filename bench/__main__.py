@@ -50,7 +50,7 @@ SERVER_FLAGS = ("--no-builtin-agent", "--log-level", "warn")
 @click.option(
     "--postgres-url",
     envvar="OUTPOST_BENCH_DATABASE_URL",
-    help="A PostgreSQL database (emptied by the run) for throughput on two replicas.",
+    help="An empty PostgreSQL database the run may create its tables in, for throughput on two replicas.",
 )
 @click.option("--keep", is_flag=True, help="Keep the work directory (server and agent logs).")
 @click.option(
@@ -123,7 +123,10 @@ def _run(case: str, args: dict[str, Any], work: Path, tools: Path, postgres_url:
                 )
             }
             if postgres_url:
-                figures["postgresql_two_replicas"] = _replicas(work / "postgresql", postgres_url, args)
+                try:
+                    figures["postgresql_two_replicas"] = _replicas(work / "postgresql", postgres_url, args)
+                except Exception as exc:  # the one-process figure stands on its own
+                    figures["postgresql_two_replicas"] = {"error": f"{type(exc).__name__}: {exc}"}
             return figures
     except Exception as exc:  # one failed case is reported, the others still run
         return {"error": f"{type(exc).__name__}: {exc}"}
