@@ -150,8 +150,8 @@ def test_idle_heartbeats_keep_the_agent_and_its_token_current(world: World) -> N
 
 def test_quiet_agents_still_hear_every_change(world: World) -> None:
     """An idle agent's heartbeats are answered from memory once a read found nothing to tell it
-    (outpost.server.quiet): being declared errored, a revoked token and a deleted pool must still reach it
-    at its next heartbeat."""
+    (outpost.server.quiet): its own deregistration, being declared errored, a revoked token and a deleted
+    pool must still reach it at its next heartbeat."""
 
     async def quiet_client(pool_token: str, name: str) -> Client:
         client = Client(world.server.url, backoff=Backoff(base=0.05, cap=0.2))
@@ -167,6 +167,14 @@ def test_quiet_agents_still_hear_every_change(world: World) -> None:
         return exc.value.exit_code
 
     async def scenario() -> None:
+        # Deregistered: a late heartbeat with its session is refused.
+        leaving = await quiet_client(world.pool_token, "leaving")
+        late = Client(world.server.url, backoff=Backoff(base=0.05, cap=0.2))
+        late.session_token = leaving.session_token
+        await leaving.deregister()
+        await leaving.close()
+        assert await refused(late) == ExitCode.SESSION_ENDED
+
         # Silent past unknown-after and errored-after: the monitor's verdict reaches it.
         silent = await quiet_client(world.pool_token, "silent")
         await asyncio.sleep(UNKNOWN_AFTER + ERRORED_AFTER + 1.5)

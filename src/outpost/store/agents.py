@@ -11,6 +11,7 @@ from outpost.domain.agents import DELETABLE, LIVE, AgentStatus
 from outpost.domain.jobs import ACTIVE_JOB
 from outpost.errors import NotFound, PreconditionFailed, Unauthorized
 from outpost.ids import TokenKind, hash_secret, new_id, new_secret
+from outpost.store import events
 from outpost.store.tables import Agent, AgentToken, Job
 from outpost.timeutil import utcnow
 
@@ -128,6 +129,7 @@ async def record_pings(session: AsyncSession, pings: dict[str, datetime]) -> Non
 async def deregister(session: AsyncSession, agent: Agent) -> None:
     agent.last_ping_at = utcnow()
     set_status(agent, AgentStatus.EXITED)
+    events.wake_agent(session, agent.id)  # its session ends on every replica (outpost.server.quiet)
 
 
 async def list_agents(session: AsyncSession, pool_id: str, last_ping_since: datetime | None = None) -> list[Agent]:
