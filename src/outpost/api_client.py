@@ -24,6 +24,9 @@ def pack(directory: Path) -> bytes:
     return buf.getvalue()
 
 
+TRANSIENT = frozenset({502, 503, 504})
+
+
 class APIError(Exception):
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
@@ -122,7 +125,15 @@ class OutpostAPI:
     def wait_for_run(self, run_id: str, statuses: set[str], timeout: float = 180.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            run = self.run(run_id)
+            try:
+                run = self.run(run_id)
+            except APIError as exc:
+                # A proxy in front of several replicas may answer 502 to 504 for a moment while one of them
+                # restarts (the request met a connection the old process closed): polling goes on.
+                if exc.status not in TRANSIENT or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+                continue
             if run["attributes"]["status"] in statuses:
                 return run
             if time.monotonic() > deadline:
