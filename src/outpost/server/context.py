@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.config import ServerConfig
 from outpost.encryption import Encryptor, resolve_keys
-from outpost.ids import hash_secret
 from outpost.server.dispatch import Dispatcher
 from outpost.server.pings import PingBuffer
 from outpost.server.quiet import QuietAgents
@@ -38,14 +37,15 @@ class Outpost:
     # Idle agents whose heartbeats are answered from memory, forgotten whenever one is woken (quiet.py).
     quiet: QuietAgents = field(default_factory=QuietAgents)
 
-    def remember_agent(self, secret: str, agent_id: str, pool_id: str) -> tuple[str, str]:
+    def remember_agent(self, session_hash: str, agent_id: str, pool_id: str) -> tuple[str, str]:
+        """`session_hash`: the session credential's hash (outpost.ids.hash_secret), taken once per request."""
         if len(self.agent_sessions) >= 100_000:
             self.agent_sessions.clear()  # long-gone sessions; the live ones are learnt again in one call
-        self.agent_sessions[hash_secret(secret)] = (agent_id, pool_id)
+        self.agent_sessions[session_hash] = (agent_id, pool_id)
         return agent_id, pool_id
 
-    def known_agent(self, secret: str) -> tuple[str, str] | None:
-        return self.agent_sessions.get(hash_secret(secret))
+    def known_agent(self, session_hash: str) -> tuple[str, str] | None:
+        return self.agent_sessions.get(session_hash)
 
     def attach(self) -> None:
         self.db.on_commit = self._after_commit

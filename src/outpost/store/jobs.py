@@ -199,11 +199,8 @@ async def payload(session: AsyncSession, job: Job, box: Encryptor) -> dict[str, 
     extra: dict[str, Any] = {}
     if job.phase == Phase.APPLY.value:
         # The saved plan's digest: an agent that kept the plan's directory applies there (agent/kept.py).
-        plan = await runs_store.plan_of(session, run.id)
-        if plan.plan_file_blob_id is not None:
-            extra["plan_sha256"] = (
-                await session.execute(select(Blob.sha256).where(Blob.id == plan.plan_file_blob_id))
-            ).scalar_one_or_none()
+        digest = select(Blob.sha256).join(Plan, Plan.plan_file_blob_id == Blob.id).where(Plan.run_id == run.id)
+        extra["plan_sha256"] = (await session.execute(digest)).scalar_one_or_none()
     return {
         "id": job.id,
         "phase": job.phase,

@@ -101,7 +101,7 @@ async def register(request: Request, app: Outpost = Depends(outpost)) -> Respons
             version=str(body.get("version") or "")[:64] or None,
             capacity=capacity,
         )
-    app.remember_agent(secret, agent.id, agent.pool_id)
+    app.remember_agent(hash_secret(secret), agent.id, agent.pool_id)
     return JSONResponse(
         {
             "agent_id": agent.id,
@@ -157,21 +157,24 @@ async def poll(request: Request, app: Outpost = Depends(outpost)) -> Response:
     if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
         raise Unprocessable('"wait" must be a number of seconds.')
     deadline = asyncio.get_running_loop().time() + min(float(wait), app.config.long_poll_timeout)
-    agent_id, pool_id = app.known_agent(secret) or await _learn_agent(app, secret)
+    session_hash = hash_secret(secret)
+    agent_id, pool_id = app.known_agent(session_hash) or await _learn_agent(app, secret, session_hash)
     # Notice an agent that gave up on this poll (it re-polls when a slot frees): its waiter goes at once.
     gone = asyncio.ensure_future(_disconnected(request))
     try:
-        return await _poll(app, request, secret, agent_id, pool_id, accept, applied, running, deadline, gone)
+        return await _poll(
+            app, request, secret, session_hash, agent_id, pool_id, accept, applied, running, deadline, gone
+        )
     finally:
         gone.cancel()
 
 
-async def _learn_agent(app: Outpost, secret: str) -> tuple[str, str]:
+async def _learn_agent(app: Outpost, secret: str, session_hash: str) -> tuple[str, str]:
     """Which agent and pool a session credential names (for a session registered through another replica,
     or before this process restarted)."""
     async with app.db.read() as session:
         agent = await agents_store.authenticate_session(session, secret)
-        return app.remember_agent(secret, agent.id, agent.pool_id)
+        return app.remember_agent(session_hash, agent.id, agent.pool_id)
 
 
 async def _disconnected(request: Request) -> None:
@@ -183,6 +186,7 @@ async def _poll(
     app: Outpost,
     request: Request,
     secret: str,
+    session_hash: str,
     agent_id: str,
     pool_id: str,
     accept: int,
@@ -193,7 +197,6 @@ async def _poll(
 ) -> Response:
     loop = asyncio.get_running_loop()
     lease = timedelta(seconds=app.config.job_lease)
-    session_hash = hash_secret(secret)
     ip_address = _client_ip(request)
 
     async def look(
@@ -207,8 +210,7 @@ async def _poll(
         orders = _pending_orders(held.orders(), applied)
         queued = accept > 0 and not orders
         queued = queued and (lock or await jobs_store.any_queued(session, pool_id))
-        if not held.rows and agent.status == AgentStatus.IDLE.value and ip_address in (None, agent.ip_address):
-            app.quiet.add(session_hash, agent_id, agent.token_id, ip_address, epoch=epoch)
+        _note_if_quiet(app, session_hash, agent, held, ip_address, epoch)
         return orders, held.undelivered(running), queued, ((agent, held.active) if lock else None)
 
     async def look_quietly() -> bool | None:
@@ -288,13 +290,11 @@ async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Respon
     async with app.db.read() as session:
         agent = await agents_store.authenticate_session(session, secret)
         held = await jobs_store.agent_jobs(session, agent.id)
-    app.remember_agent(secret, agent.id, agent.pool_id)
+    app.remember_agent(session_hash, agent.id, agent.pool_id)
     if held.active == 0 and agent.status == AgentStatus.IDLE.value and ip_address in (None, agent.ip_address):
         app.pings.record(agent.id, agent.token_id, utcnow())
-        orders = held.orders()
-        if not orders and not held.rows:
-            app.quiet.add(session_hash, agent.id, agent.token_id, ip_address, epoch=epoch)
-        return _heartbeat_answer(app, orders)
+        _note_if_quiet(app, session_hash, agent, held, ip_address, epoch)
+        return _heartbeat_answer(app, held.orders())
     async with app.db.write() as session:
         # Rows are locked job before agent, the order in which finishing a job takes them (job, run,
         # agent): the other order deadlocks with a job finishing at the same moment.
@@ -304,6 +304,15 @@ async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Respon
         agents_store.ping(agent, ip_address, busy=held.active > 0)
         await pools.touch_tokens(session, {agent.token_id})
     return _heartbeat_answer(app, held.orders())
+
+
+def _note_if_quiet(
+    app: Outpost, session_hash: str, agent: Agent, held: jobs_store.AgentJobs, ip_address: str | None, epoch: int
+) -> None:
+    """After a read found the agent idle, holding no job and owed no order, from its known address: its
+    next heartbeats and polls skip that read (outpost.server.quiet). `epoch`: taken before the read."""
+    if not held.rows and agent.status == AgentStatus.IDLE.value and ip_address in (None, agent.ip_address):
+        app.quiet.add(session_hash, agent.id, agent.token_id, ip_address, epoch=epoch)
 
 
 def _heartbeat_answer(app: Outpost, orders: list[dict[str, str]]) -> Response:
