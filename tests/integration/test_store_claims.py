@@ -83,7 +83,7 @@ async def build_world(tmp_path: Path, *, capacities: list[int], run_count: int) 
             )
             cv = await configs.create(s, ws, speculative=False, auto_queue_runs=False, source="tfe-api")
             await configs.upload(s, cv, config_archive())
-            run_ids = [(await runs.create(s, ws, cv, RunOptions(plan_only=True))).id for _ in range(run_count)]
+            run_ids = [(await runs.create(s, ws, cv, RunOptions(plan_only=True))).run.id for _ in range(run_count)]
             pool_id = pool.id
         world = World(
             db=db,
@@ -119,7 +119,7 @@ async def finish_all(db: Database, claimed: list[Claimed]) -> None:
         for c in claimed:
             job = await jobs.authenticate(s, c.job_id, c.token, JobRight.READ, lock=True)
             await jobs.start(s, job)
-            await jobs.finish(s, job, await jobs.phase_of(s, job), Result(outcome=JobOutcome.SUCCEEDED))
+            await jobs.finish(s, job, *await jobs.run_and_phase(s, job), Result(outcome=JobOutcome.SUCCEEDED))
 
 
 async def test_racing_claims_take_every_job_exactly_once(tmp_path: Path) -> None:
@@ -317,6 +317,24 @@ async def test_requeue_unstarted_only_takes_back_assigned_jobs(tmp_path: Path) -
         await db.dispose()
 
 
+async def test_an_agent_is_idle_again_only_when_its_last_job_ends(tmp_path: Path) -> None:
+    world = await build_world(tmp_path, capacities=[2], run_count=2)
+    db = world.db
+    (a,) = world.agent_ids
+    try:
+        first, second = await claim_one(db, a), await claim_one(db, a)
+        assert first is not None and second is not None
+        for claimed, status_after in ((first, AgentStatus.BUSY), (second, AgentStatus.IDLE)):
+            async with db.write() as s:
+                job = await jobs.authenticate(s, claimed.job_id, claimed.token, JobRight.READ, lock=True)
+                await jobs.start(s, job)
+                await jobs.finish(s, job, *await jobs.run_and_phase(s, job), Result(outcome=JobOutcome.SUCCEEDED))
+            async with db.read() as s:
+                assert (await agents.get_agent(s, a)).status == status_after.value
+    finally:
+        await db.dispose()
+
+
 async def test_finished_job_is_fenced(tmp_path: Path) -> None:
     world = await build_world(tmp_path, capacities=[1], run_count=1)
     db = world.db
@@ -329,9 +347,8 @@ async def test_finished_job_is_fenced(tmp_path: Path) -> None:
             await jobs.start(s, job)
         async with db.write() as s:
             job = await jobs.authenticate(s, claimed.job_id, claimed.token, JobRight.READ, lock=True)
-            await jobs.finish(
-                s, job, await jobs.phase_of(s, job), Result(outcome=JobOutcome.SUCCEEDED, has_changes=True, additions=1)
-            )
+            run, phase = await jobs.run_and_phase(s, job)
+            await jobs.finish(s, job, run, phase, Result(outcome=JobOutcome.SUCCEEDED, has_changes=True, additions=1))
 
         async with db.read() as s:
             with pytest.raises(JobFenced) as caught:

@@ -52,8 +52,7 @@ async def plan_log(tmp_path: Path) -> tuple[Database, str]:
             )
             cv = await configs.create(s, ws, speculative=False, auto_queue_runs=False, source="tfe-api")
             await configs.upload(s, cv, config_archive())
-            run = await runs.create(s, ws, cv, RunOptions(plan_only=True))
-            plan_id = (await runs.plan_of(s, run.id)).id
+            plan_id = (await runs.create(s, ws, cv, RunOptions(plan_only=True))).plan.id
     except BaseException:
         await db.dispose()
         raise

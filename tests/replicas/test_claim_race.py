@@ -72,10 +72,10 @@ async def _queue(db: Database, ws_ids: list[str], cv_ids: list[str], started: as
         async with db.write() as s:
             for n in range(BATCH):
                 i = (batch * BATCH + n) % WORKSPACES
-                ws = await s.get(Workspace, ws_ids[i])
+                ws = await s.get(Workspace, ws_ids[i], with_for_update=True)
                 cv = await configs.get(s, cv_ids[i])
                 assert ws is not None
-                run_ids.append((await runs.create(s, ws, cv, RunOptions(plan_only=True))).id)
+                run_ids.append((await runs.create(s, ws, cv, RunOptions(plan_only=True))).run.id)
         await asyncio.sleep(0)  # let the agents in between batches
     return run_ids
 

@@ -51,6 +51,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         tasks = [
             asyncio.create_task(Monitor(state).run()),
             asyncio.create_task(state.pings.run(min(1.0, config.heartbeat_interval / 2))),
+            asyncio.create_task(db.run_checkpoints()),
         ]
         if not db.is_sqlite:
             listener = state.listener()

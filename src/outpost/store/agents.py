@@ -105,6 +105,30 @@ async def active_job_count(session: AsyncSession, agent_id: str) -> int:
     ).scalar_one()
 
 
+# An agent whose last job ended is idle again: one statement, which re-checks under the row's lock that the
+# agent is busy and holds no other active job (`job_id`: the one ending, whose new status is not yet written).
+_IDLE_IF_FREE = (
+    update(Agent)
+    .where(
+        Agent.id == bindparam("agent_id"),
+        Agent.status == AgentStatus.BUSY.value,
+        ~select(Job.id)
+        .where(
+            Job.agent_id == bindparam("agent_id"),
+            Job.id != bindparam("job_id"),
+            Job.status.in_([s.value for s in ACTIVE_JOB]),
+        )
+        .exists(),
+    )
+    .values(status=AgentStatus.IDLE.value, status_changed_at=bindparam("now"))
+    .execution_options(synchronize_session=False)
+)
+
+
+async def idle_if_free(session: AsyncSession, agent_id: str, job_id: str) -> None:
+    await session.execute(_IDLE_IF_FREE, {"agent_id": agent_id, "job_id": job_id, "now": utcnow()})
+
+
 def ping(agent: Agent, ip_address: str | None, *, busy: bool) -> None:
     """Record a sign of life; the status follows the agent's active jobs (idle or busy)."""
     now = utcnow()

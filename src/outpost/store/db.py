@@ -9,6 +9,9 @@ READ COMMITTED transactions; correctness under concurrency comes from row locks 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +22,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from outpost.errors import ConfigError, Contention
+from outpost.store import sqlite_inline
+
+log = logging.getLogger("outpost.store.db")
 
 _READ_ONLY = "outpost_read_only"
 # PostgreSQL ended the transaction to resolve contention (a deadlock, a serialization failure, a lock
@@ -66,6 +72,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Checkpoints copy the WAL into the database file and sync it: not inside a commit, which runs on
+        # the event loop's thread (sqlite_inline), but on a thread of their own (Database.run_checkpoints).
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
@@ -80,8 +89,10 @@ class Database:
         target = async_url(url)
         self.dialect = target.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
+        self._sqlite_path: str | None = None
         if self.dialect == "sqlite":
-            kwargs["connect_args"] = {"timeout": 30}
+            self._sqlite_path = target.database or ":memory:"
+            kwargs["async_creator"] = sqlite_inline.creator(self._sqlite_path, timeout=30)
         else:
             # Transactions are short and a waiting long-poll holds no connection, so a modest pool serves
             # many agents; the overflow absorbs bursts. Pre-ping replaces connections a restart broke.
@@ -137,5 +148,23 @@ class Database:
             await session.connection(execution_options={_READ_ONLY: True})
             yield session
 
+    async def run_checkpoints(self, interval: float = 1.0) -> None:
+        """Copy SQLite's write-ahead log into the database file every `interval` seconds, on a thread, so
+        the log stays short without a commit ever doing it (see _configure_sqlite)."""
+        if self._sqlite_path is None or self._sqlite_path == ":memory:":
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(_checkpoint, self._sqlite_path)
+            except sqlite3.Error as exc:  # busy or briefly unavailable: the next round catches up
+                log.warning("SQLite checkpoint failed: %s", exc)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _checkpoint(path: str) -> None:
+    # PASSIVE: copies what no reader still needs, without waiting for or blocking anyone.
+    with contextlib.closing(sqlite3.connect(path, timeout=1)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")

@@ -170,8 +170,9 @@ async def phase_of(session: AsyncSession, job: Job) -> Plan | Apply:
     return await (runs_store.plan_of if job.phase == Phase.PLAN.value else runs_store.apply_of)(session, job.run_id)
 
 
-async def log_id(session: AsyncSession, job: Job) -> str:
-    return str((await phase_of(session, job)).id)
+async def run_and_phase(session: AsyncSession, job: Job) -> tuple[Run, Plan | Apply]:
+    """The job's run, locked, and the plan or apply the job executes, in one statement."""
+    return await runs_store.locked_with_phase(session, job.run_id, Plan if job.phase == Phase.PLAN.value else Apply)
 
 
 async def start(session: AsyncSession, job: Job) -> None:
@@ -180,9 +181,8 @@ async def start(session: AsyncSession, job: Job) -> None:
     check_job_transition(JobStatus(job.status), JobStatus.RUNNING)
     job.status = JobStatus.RUNNING.value
     job.started_at = utcnow()
-    run = await runs_store.get(session, job.run_id, lock=True)
+    run, phase = await run_and_phase(session, job)
     runs_store.transition(run, RunEvent.PLAN_STARTED if job.phase == Phase.PLAN.value else RunEvent.APPLY_STARTED)
-    phase = await phase_of(session, job)
     runs_store.set_phase(phase, PhaseStatus.RUNNING)
     phase.agent_id = job.agent_id
 
@@ -294,10 +294,9 @@ class Result:
     destructions: int = 0
 
 
-async def finish(session: AsyncSession, job: Job, phase: Plan | Apply, result: Result) -> None:
-    """Record the end of a job (`phase`: its plan or apply). The agent calls this last, after every log
-    byte is stored."""
-    run = await runs_store.get(session, job.run_id, lock=True)
+async def finish(session: AsyncSession, job: Job, run: Run, phase: Plan | Apply, result: Result) -> None:
+    """Record the end of a job (`run` locked, and `phase` its plan or apply: `run_and_phase`). The agent
+    calls this last, after every log byte is stored."""
     new_status = {
         JobOutcome.SUCCEEDED: JobStatus.FINISHED,
         JobOutcome.CANCELED: JobStatus.CANCELED,
@@ -312,13 +311,9 @@ async def finish(session: AsyncSession, job: Job, phase: Plan | Apply, result: R
     phase.resource_destructions = result.destructions
     if result.outcome == JobOutcome.ERRORED and result.message:
         await logs.write_server_line(session, phase.id, f"Error: {result.message}")
-    await logs.complete(session, phase.id)
+    phase.log_complete = True
     if job.agent_id:
-        agent = await session.get(Agent, job.agent_id)
-        if agent is not None and agent.status == AgentStatus.BUSY.value:
-            remaining = await agents_store.active_job_count(session, agent.id)
-            if remaining == 0:
-                agents_store.set_status(agent, AgentStatus.IDLE)
+        await agents_store.idle_if_free(session, job.agent_id, job.id)
 
     if result.outcome == JobOutcome.SUCCEEDED:
         runs_store.set_phase(phase, PhaseStatus.FINISHED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -65,6 +66,15 @@ _RUN = select(Run).where(Run.id == bindparam("run_id"))
 _RUN_LOCKED = _RUN.with_for_update()
 _PLAN_OF = select(Plan).where(Plan.run_id == bindparam("run_id"))
 _APPLY_OF = select(Apply).where(Apply.run_id == bindparam("run_id"))
+# A job's start and finish change its run and its plan or apply: both read in one statement, the run locked.
+_RUN_AND_PHASE = {
+    table: select(Run, table)
+    .join(table, table.run_id == Run.id)
+    .where(Run.id == bindparam("run_id"))
+    .with_for_update(of=Run)
+    for table in (Plan, Apply)
+}
+_LAST_SEQ = select(func.coalesce(func.max(Run.seq), 0)).where(Run.workspace_id == bindparam("workspace_id"))
 
 
 async def get(session: AsyncSession, run_id: str, *, lock: bool = False) -> Run:
@@ -82,7 +92,24 @@ async def apply_of(session: AsyncSession, run_id: str) -> Apply:
     return (await session.execute(_APPLY_OF, {"run_id": run_id})).scalar_one()
 
 
-async def create(session: AsyncSession, workspace: Workspace, cv: ConfigurationVersion, options: RunOptions) -> Run:
+@dataclass(frozen=True)
+class Created:
+    run: Run
+    plan: Plan
+    apply: Apply
+
+
+async def locked_with_phase(session: AsyncSession, run_id: str, table: type[Plan] | type[Apply]) -> tuple[Run, Any]:
+    """The run, locked, with its plan or apply (`table`)."""
+    row = (await session.execute(_RUN_AND_PHASE[table], {"run_id": run_id})).one_or_none()
+    if row is None:
+        raise NotFound(f"Run {run_id!r} was not found.")
+    return row[0], row[1]
+
+
+async def create(session: AsyncSession, workspace: Workspace, cv: ConfigurationVersion, options: RunOptions) -> Created:
+    """A new run of `workspace`, which the caller has locked (runs of one workspace get their queue
+    positions one at a time)."""
     if workspace.execution_mode == ExecutionMode.LOCAL.value:
         raise Unprocessable(
             f"Workspace {workspace.name} uses local execution: runs execute on your machine and Outpost "
@@ -96,11 +123,7 @@ async def create(session: AsyncSession, workspace: Workspace, cv: ConfigurationV
             f"Configuration version {cv.id} is {cv.status}: upload its archive before queuing a run.",
             title="configuration not uploaded",
         )
-    # Lock the workspace row: runs of one workspace get their queue positions one at a time.
-    await session.execute(select(Workspace.id).where(Workspace.id == workspace.id).with_for_update())
-    seq = (
-        await session.execute(select(func.coalesce(func.max(Run.seq), 0)).where(Run.workspace_id == workspace.id))
-    ).scalar_one()
+    seq = (await session.execute(_LAST_SEQ, {"workspace_id": workspace.id})).scalar_one()
     now = utcnow()
     run = Run(
         id=new_id("run"),
@@ -122,18 +145,24 @@ async def create(session: AsyncSession, workspace: Workspace, cv: ConfigurationV
         created_at=now,
         seq=seq + 1,
     )
+    plan = Plan(id=new_id("plan"), run_id=run.id, status=PhaseStatus.PENDING.value, status_timestamps={})
+    apply = Apply(id=new_id("apply"), run_id=run.id, status=PhaseStatus.PENDING.value, status_timestamps={})
+    job = None
+    if run.plan_only:
+        # Speculative plans never hold the workspace: created queued, with their job (an insert, not an
+        # insert and then an update: a burst of runs takes this path).
+        _plan_queued(workspace, run, plan)
+        job = _job(run.id, Phase.PLAN, await _pool_for(session, workspace))
     session.add(run)
-    await session.flush()  # the run row first: plans and applies reference it
-    session.add(Plan(id=new_id("plan"), run_id=run.id, status=PhaseStatus.PENDING.value, status_timestamps={}))
-    session.add(Apply(id=new_id("apply"), run_id=run.id, status=PhaseStatus.PENDING.value, status_timestamps={}))
+    await session.flush()  # the run row first: plans, applies and jobs reference it (no relationship() orders them)
+    session.add_all([plan, apply] if job is None else [plan, apply, job])
     workspace.latest_run_id = run.id
     await session.flush()
-    if run.plan_only:
-        # Speculative plans never hold the workspace: they queue at once.
-        await _queue_plan(session, workspace, run)
+    if job is not None:
+        events.wake_pool(session, job.pool_id)
     else:
         await schedule(session, workspace)
-    return run
+    return Created(run, plan, apply)
 
 
 async def _pool_for(session: AsyncSession, workspace: Workspace) -> str:
@@ -145,26 +174,34 @@ async def _pool_for(session: AsyncSession, workspace: Workspace) -> str:
     return BUILTIN_POOL_ID
 
 
-async def _new_job(session: AsyncSession, run: Run, phase: Phase, pool_id: str) -> Job:
-    job = Job(
+def _job(run_id: str, phase: Phase, pool_id: str) -> Job:
+    return Job(
         id=new_id("job"),
-        run_id=run.id,
+        run_id=run_id,
         phase=phase.value,
         pool_id=pool_id,
         status=JobStatus.QUEUED.value,
         attempt=0,
         created_at=utcnow(),
     )
+
+
+async def _new_job(session: AsyncSession, run: Run, phase: Phase, pool_id: str) -> Job:
+    job = _job(run.id, phase, pool_id)
     session.add(job)
     await session.flush()
     events.wake_pool(session, pool_id)
     return job
 
 
-async def _queue_plan(session: AsyncSession, workspace: Workspace, run: Run) -> None:
+def _plan_queued(workspace: Workspace, run: Run, plan: Plan) -> None:
     transition(run, RunEvent.QUEUE_PLAN)
     run.execution_mode = workspace.execution_mode
-    set_phase(await plan_of(session, run.id), PhaseStatus.QUEUED)
+    set_phase(plan, PhaseStatus.QUEUED)
+
+
+async def _queue_plan(session: AsyncSession, workspace: Workspace, run: Run) -> None:
+    _plan_queued(workspace, run, await plan_of(session, run.id))
     await _new_job(session, run, Phase.PLAN, await _pool_for(session, workspace))
 
 
@@ -192,6 +229,8 @@ async def schedule(session: AsyncSession, workspace: Workspace) -> None:
 
 async def release(session: AsyncSession, run: Run) -> None:
     """A run reached a final status: free its workspace for the next run."""
+    if run.plan_only:
+        return  # a speculative plan never holds its workspace (see create and schedule)
     workspace = await session.get(Workspace, run.workspace_id)
     assert workspace is not None
     if workspace.current_run_id == run.id:

@@ -440,7 +440,7 @@ async def finish(job_id: str, request: Request, app: Outpost = Depends(outpost))
         raise Unprocessable('"message" must be a string.')
     async with app.db.write() as session:
         job = await jobs_store.authenticate(session, job_id, _token(request, TokenKind.JOB), JobRight.FINISH, lock=True)
-        phase = await jobs_store.phase_of(session, job)
+        run, phase = await jobs_store.run_and_phase(session, job)
         stored = phase.log_size
         if stored < log_size:
             raise Conflict(
@@ -449,6 +449,7 @@ async def finish(job_id: str, request: Request, app: Outpost = Depends(outpost))
         await jobs_store.finish(
             session,
             job,
+            run,
             phase,
             Result(outcome=outcome, message=message[:4000], has_changes=bool(body.get("has_changes")), **counts),
         )

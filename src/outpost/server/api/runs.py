@@ -21,15 +21,27 @@ from outpost.store import configs
 from outpost.store import runs as runs_store
 from outpost.store import workspaces as ws_store
 from outpost.store.runs import RunOptions
-from outpost.store.tables import Job, Run, Workspace
+from outpost.store.tables import Apply, Job, Plan, Run, Workspace
 from outpost.timeutil import iso
 
 router = APIRouter(tags=["runs"])
 
 
-async def run_resource(session: AsyncSession, app: Outpost, caller: Caller, run: Run) -> jsonapi.Resource:
-    plan = await runs_store.plan_of(session, run.id)
-    apply = await runs_store.apply_of(session, run.id)
+async def run_resource(
+    session: AsyncSession,
+    app: Outpost,
+    caller: Caller,
+    run: Run,
+    *,
+    known: tuple[Plan, Apply, Workspace] | None = None,
+) -> jsonapi.Resource:
+    """`known`: the run's plan, apply and workspace when the caller has them (no need to read them again)."""
+    if known is None:
+        plan = await runs_store.plan_of(session, run.id)
+        apply = await runs_store.apply_of(session, run.id)
+        workspace = await ws_store.get(session, run.workspace_id)
+    else:
+        plan, apply, workspace = known
     force_at = None
     if run.status in (RunStatus.PLANNING.value, RunStatus.APPLYING.value):
         requested = (
@@ -40,7 +52,7 @@ async def run_resource(session: AsyncSession, app: Outpost, caller: Caller, run:
         if requested is not None:
             force_at = iso(requested + timedelta(seconds=app.config.force_cancel_cooloff))
     position = await runs_store.queue_position(session, run)
-    access = await caller.level(session, await ws_store.get(session, run.workspace_id))
+    access = await caller.level(session, workspace)
     return shapes.run(run, plan, apply, force_cancel_available_at=force_at, position=position, access=access)
 
 
@@ -87,8 +99,8 @@ async def create_run(
             cv = await configs.get(session, cv_id)
             if cv.workspace_id != workspace.id:
                 raise Unprocessable("The configuration version belongs to another workspace.")
-        run = await runs_store.create(session, workspace, cv, options)
-        data = await run_resource(session, app, caller, run)
+        new = await runs_store.create(session, workspace, cv, options)
+        data = await run_resource(session, app, caller, new.run, known=(new.plan, new.apply, workspace))
     return jsonapi.document(data, status=201)
 
 

@@ -133,7 +133,7 @@ async def queue_run(
                         title="configuration required",
                     )
                 cv = latest
-            run = await runs_store.create(
+            new = await runs_store.create(
                 session,
                 workspace,
                 cv,
@@ -143,7 +143,7 @@ async def queue_run(
             )
     except OutpostError as exc:
         return await _runs_page(request, app, user, org, name, error=exc.detail, status=exc.status, message=message)
-    return render.redirect(run_url(org, name, run.id))
+    return render.redirect(run_url(org, name, new.run.id))
 
 
 # --- one run ------------------------------------------------------------------------------------

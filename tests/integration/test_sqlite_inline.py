@@ -1,0 +1,77 @@
+"""SQLite connections (outpost.store.sqlite_inline, db.Database): small statements run on the event loop's
+thread, large values on aiosqlite's worker thread, and checkpoints on a thread of their own, never in a
+commit. Real SQLite files; PostgreSQL does not take this path."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from outpost.store import sqlite_inline
+from outpost.store.db import Database
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_small_statements_run_inline_and_large_values_on_the_worker_thread(tmp_path: Path) -> None:
+    connection = await sqlite_inline.creator(tmp_path / "t.db")()
+    try:
+        assert connection._connection is not None
+        connection._connection.create_function("thread_id", 0, threading.get_ident)
+        here = threading.get_ident()
+
+        async def thread_of(sql: str, params: tuple[object, ...] = ()) -> int:
+            cursor = await connection.execute(sql, params)
+            row = await cursor.fetchone()
+            await cursor.close()
+            assert row is not None
+            return int(row[0])
+
+        assert await thread_of("SELECT thread_id()") == here
+        assert await thread_of("SELECT thread_id() WHERE length(?) > 0", (b"x" * 100,)) == here
+        big = b"x" * (sqlite_inline.HEAVY_VALUE + 1)
+        assert await thread_of("SELECT thread_id() WHERE length(?) > 0", (big,)) != here
+        await connection.execute("CREATE TABLE blobs (data BLOB)")
+        await connection.execute("INSERT INTO blobs VALUES (x'00')")
+        assert await thread_of("SELECT thread_id() FROM blobs") != here
+        # And back inline for the next small one.
+        assert await thread_of("SELECT thread_id()") == here
+    finally:
+        await connection.close()
+
+
+async def test_commits_leave_the_log_to_the_checkpoint_thread(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    db = Database(f"sqlite:///{path}")
+    try:
+        async with db.write() as session:
+            await session.execute(text("CREATE TABLE t (v TEXT)"))
+        for _ in range(40):  # about 1200 pages: past SQLite's own autocheckpoint threshold of 1000
+            async with db.write() as session:
+                await session.execute(text("INSERT INTO t VALUES (:v)"), [{"v": "x" * 4000}] * 30)
+        before = path.stat().st_size
+        checkpoints = asyncio.create_task(db.run_checkpoints(interval=0.05))
+        try:
+            deadline = asyncio.get_running_loop().time() + 10
+            while path.stat().st_size <= before:
+                assert asyncio.get_running_loop().time() < deadline, "no checkpoint copied the log"
+                await asyncio.sleep(0.05)
+        finally:
+            checkpoints.cancel()
+        assert path.stat().st_size > 1000 * 4096
+        # The rows were in the log only: no commit copied them into the database file.
+        assert before < 100 * 4096
+    finally:
+        await db.dispose()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM t").fetchone() == (1200,)
