@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -99,12 +98,16 @@ class Created:
     apply: Apply
 
 
-async def locked_with_phase(session: AsyncSession, run_id: str, table: type[Plan] | type[Apply]) -> tuple[Run, Any]:
+async def locked_with_phase(
+    session: AsyncSession, run_id: str, table: type[Plan] | type[Apply]
+) -> tuple[Run, Plan | Apply]:
     """The run, locked, with its plan or apply (`table`)."""
     row = (await session.execute(_RUN_AND_PHASE[table], {"run_id": run_id})).one_or_none()
     if row is None:
         raise NotFound(f"Run {run_id!r} was not found.")
-    return row[0], row[1]
+    run, phase = row
+    assert isinstance(phase, Plan | Apply)
+    return run, phase
 
 
 async def create(session: AsyncSession, workspace: Workspace, cv: ConfigurationVersion, options: RunOptions) -> Created:
