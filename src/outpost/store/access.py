@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.domain.permissions import Access, OrgRight, implied_access, rights_of
@@ -33,24 +33,25 @@ class Standing:
         return implied_access(self.rights)
 
 
+# Every API request asks for the caller's standing: statements built once (building one costs more
+# than SQLite running it).
+_MEMBER = select(OrganizationMembership.id).where(
+    OrganizationMembership.organization_id == bindparam("org_id"),
+    OrganizationMembership.user_id == bindparam("user_id"),
+)
+_TEAMS = (
+    select(Team.id, Team.is_owners, Team.read_workspaces, Team.manage_workspaces, Team.manage_membership)
+    .join(TeamMember, TeamMember.team_id == Team.id)
+    .where(Team.organization_id == bindparam("org_id"), TeamMember.user_id == bindparam("user_id"))
+)
+
+
 async def standing(session: AsyncSession, user_id: str, org_id: str) -> Standing | None:
     """None when the user is not a member of the organization."""
-    member = (
-        await session.execute(
-            select(OrganizationMembership.id).where(
-                OrganizationMembership.organization_id == org_id, OrganizationMembership.user_id == user_id
-            )
-        )
-    ).first()
-    if member is None:
+    ids = {"org_id": org_id, "user_id": user_id}
+    if (await session.execute(_MEMBER, ids)).first() is None:
         return None
-    teams = (
-        await session.execute(
-            select(Team.id, Team.is_owners, Team.read_workspaces, Team.manage_workspaces, Team.manage_membership)
-            .join(TeamMember, TeamMember.team_id == Team.id)
-            .where(Team.organization_id == org_id, TeamMember.user_id == user_id)
-        )
-    ).all()
+    teams = (await session.execute(_TEAMS, ids)).all()
     rights = rights_of(
         owner=any(t.is_owners for t in teams),
         team_flags=[

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.domain.workspaces import check_organization_name
@@ -103,14 +103,16 @@ async def create_user_token(session: AsyncSession, user_id: str, description: st
     return token, secret
 
 
+# Every API request starts here: the statement is built once.
+_TOKEN = (
+    select(UserToken.id, UserToken.user_id, User.email)
+    .join(User, User.id == UserToken.user_id)
+    .where(UserToken.token_hash == bindparam("token_hash"), UserToken.revoked_at.is_(None))
+)
+
+
 async def authenticate(session: AsyncSession, secret: str) -> Principal:
-    row = (
-        await session.execute(
-            select(UserToken.id, UserToken.user_id, User.email)
-            .join(User, User.id == UserToken.user_id)
-            .where(UserToken.token_hash == hash_secret(secret), UserToken.revoked_at.is_(None))
-        )
-    ).first()
+    row = (await session.execute(_TOKEN, {"token_hash": hash_secret(secret)})).first()
     if row is None:
         raise Unauthorized("The API token is missing, malformed or revoked.")
     return Principal(user_id=row.user_id, email=row.email, token_id=row.id)

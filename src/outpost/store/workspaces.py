@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.domain.jobs import JobStatus
@@ -171,11 +171,13 @@ async def create(session: AsyncSession, org_id: str, settings: WorkspaceSettings
     return workspace
 
 
+_WORKSPACE = select(Workspace).where(Workspace.id == bindparam("workspace_id"))
+_WORKSPACE_LOCKED = _WORKSPACE.with_for_update()
+
+
 async def get(session: AsyncSession, workspace_id: str, *, lock: bool = False) -> Workspace:
-    query = select(Workspace).where(Workspace.id == workspace_id)
-    if lock:
-        query = query.with_for_update()
-    workspace = (await session.execute(query)).scalar_one_or_none()
+    query = _WORKSPACE_LOCKED if lock else _WORKSPACE
+    workspace = (await session.execute(query, {"workspace_id": workspace_id})).scalar_one_or_none()
     if workspace is None:
         raise NotFound(f"Workspace {workspace_id!r} was not found.")
     return workspace
