@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import tarfile
+import time
 from typing import Any
 
 import httpx
@@ -37,6 +39,19 @@ def test_discovery_and_ping(server: Server) -> None:
     assert doc.json()["tfe.v2.1"] == "/api/v2/"
     ping = httpx.get(f"{server.url}/api/v2/ping")
     assert ping.status_code == 204 and float(ping.headers["TFP-API-Version"]) >= 2.4
+
+
+def test_an_idle_connection_outlives_the_clients_and_proxies_keep_alive(server: Server) -> None:
+    """A connection idle for longer than httpx keeps one (5 s) is still open: were the server to close it
+    at the same moment a client reuses it, the client would get a read error (a 502 through nginx)."""
+    url = httpx.URL(server.url)
+    request = f"GET /api/v2/ping HTTP/1.1\r\nHost: {url.host}\r\n\r\n".encode()
+    with socket.create_connection((url.host, url.port), timeout=10) as conn:
+        for pause in (6, 0):
+            conn.sendall(request)
+            answer = conn.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 204"), answer
+            time.sleep(pause)
 
 
 def test_workspace_shape_for_real_clients(api: OutpostAPI, org: tuple[str, str]) -> None:

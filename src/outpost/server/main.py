@@ -36,7 +36,16 @@ async def serve(config: ServerConfig) -> None:
     socket_path = (config.data_dir / "agent.sock").resolve()
     socket_path.unlink(missing_ok=True)
     app = create_app(config)
-    common = {"log_level": "warning", "access_log": False, "lifespan": "off", "timeout_graceful_shutdown": 5}
+    # Idle keep-alive connections are held for 75 s, longer than any client or proxy in front keeps one
+    # (httpx 5 s, nginx upstream 60 s): with uvicorn's default of 5 s, a client reusing a connection just
+    # as the server closed it got a read error (a 502 through nginx), seen under load in the benchmarks.
+    common = {
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "off",
+        "timeout_graceful_shutdown": 5,
+        "timeout_keep_alive": 75,
+    }
     listeners = [
         uvicorn.Config(
             app,
