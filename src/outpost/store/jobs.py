@@ -312,9 +312,14 @@ async def finish(session: AsyncSession, job: Job, run: Run, phase: Plan | Apply,
     if result.outcome == JobOutcome.ERRORED and result.message:
         await logs.write_server_line(session, phase.id, f"Error: {result.message}")
     phase.log_complete = True
+    await _conclude(session, job, run, phase, result)
+    # Last, as before the changes above were written: rows are locked job, run, workspace, then agent.
     if job.agent_id:
         await agents_store.idle_if_free(session, job.agent_id, job.id)
 
+
+async def _conclude(session: AsyncSession, job: Job, run: Run, phase: Plan | Apply, result: Result) -> None:
+    """The run after its job's end: the next phase queued, or the run finished and its workspace freed."""
     if result.outcome == JobOutcome.SUCCEEDED:
         runs_store.set_phase(phase, PhaseStatus.FINISHED)
         if isinstance(phase, Plan):
