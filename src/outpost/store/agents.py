@@ -106,7 +106,8 @@ async def active_job_count(session: AsyncSession, agent_id: str) -> int:
 
 
 # An agent whose last job ended is idle again: one statement, which re-checks under the row's lock that the
-# agent is busy and holds no other active job (`job_id`: the one ending, whose new status is not yet written).
+# agent is busy and holds no other active job (`job_id`: the one ending, left out whether or not its new
+# status has been flushed by the time this runs).
 _IDLE_IF_FREE = (
     update(Agent)
     .where(
