@@ -8,8 +8,9 @@ its pool has work: that reading was most of the server's cost of holding an idle
 What could change the answer removes the agent from the table at once: anything that wakes the agent
 (a cancel or exit order, its token revoked, its pool or organization deleted, the monitor declaring it
 unknown or errored, a job claimed for it, its own deregistration), in this process after the commit and
-in every other replica through the same NOTIFY that wakes their polls; a gap in listening clears the whole table. An entry
-also lapses after `ttl` seconds, so an agent is looked up again at least that often whatever happens.
+in every other replica through the same NOTIFY that wakes their polls; a gap in listening clears the
+whole table. An entry also lapses after `ttl` seconds, so an agent is looked up again at least that
+often whatever happens.
 A heartbeat adds its agent only if nothing was forgotten since before its read began (`epoch`): a read
 that started before a change committed must not make the agent quiet after the change was announced.
 """
