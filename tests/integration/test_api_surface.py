@@ -252,3 +252,20 @@ def test_agents_filter_by_last_ping_and_delete_only_when_gone(
     with pytest.raises(APIError) as exc:
         api.request("GET", f"/agents/{leaving}")
     assert _status(exc) == 404
+
+
+def test_agent_protocol_refusals_are_json_api_and_its_routes_documented(server: Server) -> None:
+    """The agent protocol is served by plain Starlette routes (outpost.server.agent_api.plain): its
+    refusals still read like every other endpoint's, and the OpenAPI document still lists it."""
+    agent_api = f"{server.url}/api/agent/v1"
+    for response, status in (
+        (httpx.get(f"{agent_api}/no-such-call"), 404),
+        (httpx.get(f"{agent_api}/heartbeat"), 405),
+        (httpx.post(f"{agent_api}/heartbeat"), 401),
+        (httpx.put(f"{agent_api}/jobs/job-nope/logs?offset=x", content=b"x"), 400),
+    ):
+        assert response.status_code == status, response.text
+        (error,) = response.json()["errors"]
+        assert error["status"] == str(status) and error["title"] and error["detail"]
+    paths = httpx.get(f"{server.url}/api/openapi.json").json()["paths"]
+    assert {"/api/agent/v1/poll", "/api/agent/v1/jobs/{job_id}/logs"} <= set(paths)

@@ -51,12 +51,17 @@ async def test_small_statements_run_inline_and_large_values_on_the_worker_thread
         # A commit writes the transaction to the log, which can wait on the disk: always on the thread.
         traced: list[tuple[str, int]] = []
         connection._connection.set_trace_callback(lambda sql: traced.append((sql, threading.get_ident())))
+        # An insert carries only its own values: a small one (a log append) runs inline, a large one not.
         await connection.execute("BEGIN IMMEDIATE")
         await connection.execute("INSERT INTO blobs VALUES (x'01')")
+        await connection.execute("INSERT INTO blobs VALUES (?)", (big,))
+        await connection.execute("DELETE FROM blobs WHERE length(data) = 1")
         await connection.commit()
-        assert [(sql, tid == here) for sql, tid in traced] == [
+        assert [(sql.split(" (")[0], tid == here) for sql, tid in traced] == [
             ("BEGIN IMMEDIATE", True),
-            ("INSERT INTO blobs VALUES (x'01')", False),
+            ("INSERT INTO blobs VALUES", True),
+            ("INSERT INTO blobs VALUES", False),
+            ("DELETE FROM blobs WHERE length(data) = 1", False),
             ("COMMIT", False),
         ]
     finally:

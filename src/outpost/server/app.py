@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from outpost import __version__
 from outpost.config import ServerConfig
 from outpost.server import errors, limits, metrics, releases, ui
+from outpost.server.agent_api import plain as agent_plain
 from outpost.server.agent_api import routes as agent_routes
 from outpost.server.api import (
     agent_pools,
@@ -82,9 +83,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
-    # Routes are matched in order, one by one: the agent protocol, which carries most requests (every
-    # agent's polls and heartbeats), comes first.
-    app.include_router(agent_routes.router)
+    app.include_router(agent_routes.router)  # for the OpenAPI document: served by agent_plain's routes
     app.include_router(discovery.router)
     for module in (organizations, agent_pools, workspaces, configuration_versions, runs, plans, state_versions):
         app.include_router(module.router, prefix=API)
@@ -95,4 +94,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(releases.router)
     app.include_router(ui.root)
     app.mount("/app", ui.create_ui(app.state))
+    # Routes are matched in order: the agent protocol, which carries most requests (every agent's polls
+    # and heartbeats), comes first, served by plain Starlette routes (see agent_api.plain).
+    app.router.routes.insert(0, agent_plain.mount(agent_routes.router))
     return app

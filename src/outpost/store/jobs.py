@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from outpost.domain.agents import LIVE, AgentStatus
 from outpost.domain.jobs import ACTIVE_JOB, JOB_RIGHTS, JobOutcome, JobRight, JobStatus, Phase, check_job_transition
@@ -151,18 +151,80 @@ async def authenticate(session: AsyncSession, job_id: str, secret: str, right: J
     if row is None:
         raise NotFound(f"Job {job_id!r} was not found.")
     job, agent_status, token_id, revoked_at = row
-    if job.token_hash is None or not secrets_match(secret, job.token_hash):
+    _admit(job_id, secret, right, job.token_hash, job.status, job.phase, agent_status, token_id, revoked_at)
+    return job
+
+
+# `authenticate` for the log append, the call a running job makes most: the job's columns rather than an
+# ORM object, on the session's connection (past the ORM's statement handling), its row locked.
+_JOB_COLUMNS_LOCKED = (
+    select(
+        Job.id,
+        Job.token_hash,
+        Job.status,
+        Job.phase,
+        Job.run_id,
+        Job.cancel_requested_at,
+        Job.force_cancel_requested_at,
+        Agent.status.label("agent_status"),
+        AgentToken.id.label("token_id"),
+        AgentToken.revoked_at,
+    )
+    .outerjoin(Agent, Agent.id == Job.agent_id)
+    .outerjoin(AgentToken, AgentToken.id == Agent.token_id)
+    .where(Job.id == bindparam("job_id"))
+    .with_for_update(of=Job)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmittedJob:
+    id: str
+    phase: str
+    run_id: str
+    cancel_requested_at: datetime | None
+    force_cancel_requested_at: datetime | None
+
+    def cancel_orders(self) -> list[dict[str, str]]:
+        """The job's standing cancel request, worded as `AgentJobs.orders` words it."""
+        if self.force_cancel_requested_at is not None:
+            return [{"job": self.id, "kind": "force"}]
+        if self.cancel_requested_at is not None:
+            return [{"job": self.id, "kind": "cancel"}]
+        return []
+
+
+async def authenticate_columns(connection: AsyncConnection, job_id: str, secret: str, right: JobRight) -> AdmittedJob:
+    """`authenticate`, locking, for a caller that changes nothing in the job."""
+    row = (await connection.execute(_JOB_COLUMNS_LOCKED, {"job_id": job_id})).first()
+    if row is None:
         raise NotFound(f"Job {job_id!r} was not found.")
-    if JobStatus(job.status) not in ACTIVE_JOB:
+    _admit(job_id, secret, right, row.token_hash, row.status, row.phase, row.agent_status, row.token_id, row.revoked_at)
+    return AdmittedJob(row.id, row.phase, row.run_id, row.cancel_requested_at, row.force_cancel_requested_at)
+
+
+def _admit(
+    job_id: str,
+    secret: str,
+    right: JobRight,
+    token_hash: str | None,
+    status: str,
+    phase: str,
+    agent_status: str | None,
+    token_id: str | None,
+    revoked_at: datetime | None,
+) -> None:
+    if token_hash is None or not secrets_match(secret, token_hash):
+        raise NotFound(f"Job {job_id!r} was not found.")
+    if JobStatus(status) not in ACTIVE_JOB:
         raise JobFenced(
-            f"Job {job_id} is {job.status}: the server no longer accepts anything for it.",
+            f"Job {job_id} is {status}: the server no longer accepts anything for it.",
             title="job no longer active",
         )
     if agent_status is None or AgentStatus(agent_status) not in LIVE or token_id is None or revoked_at is not None:
         raise JobFenced(f"Job {job_id}'s agent may no longer work.", title="job no longer active")
-    if right not in JOB_RIGHTS[Phase(job.phase)]:
-        raise Forbidden(f"A {job.phase} job's credential cannot {right.value.replace('-', ' ')}.", title="not allowed")
-    return job
+    if right not in JOB_RIGHTS[Phase(phase)]:
+        raise Forbidden(f"A {phase} job's credential cannot {right.value.replace('-', ' ')}.", title="not allowed")
 
 
 async def phase_of(session: AsyncSession, job: Job) -> Plan | Apply:

@@ -52,14 +52,16 @@ async def append(session: AsyncSession, log_id: str, offset: int, data: bytes) -
 
 async def append_to_run(session: AsyncSession, table: PhaseTable, run_id: str, offset: int, data: bytes) -> int:
     """`append` to the log of a run's plan (`table` Plan) or apply (Apply), found in the same statement.
-    For a session that has not loaded that plan or apply: its size is written past the ORM."""
+    For a session that has not loaded that plan or apply: every statement is the connection's, past the
+    ORM, and so is the size it writes."""
     return await _append(session, table, "run", run_id, offset, data, orm=False)
 
 
 async def _append(
     session: AsyncSession, table: PhaseTable, by: str, key: str, offset: int, data: bytes, *, orm: bool
 ) -> int:
-    row = (await session.execute(_LOCK[table, by], {"key": key})).one()
+    connection = await session.connection()
+    row = (await (session if orm else connection).execute(_LOCK[table, by], {"key": key})).one()
     log_id = str(row.id)
     size = int(row.log_size)
     if offset > size:
@@ -77,7 +79,6 @@ async def _append(
         session.add(LogChunk(log_id=log_id, offset=size, data=tail))
         await session.execute(update(table).where(table.id == log_id).values(log_size=new_size))
     else:  # Core statements, built once, past the ORM's bookkeeping
-        connection = await session.connection()
         await connection.execute(_CHUNK, {"log_id": log_id, "offset": size, "data": tail})
         await connection.execute(_RESIZE[table], {"log_id": log_id, "size": new_size})
     return new_size

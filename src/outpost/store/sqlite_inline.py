@@ -22,20 +22,25 @@ from typing import Any
 
 import aiosqlite
 
-# Statements naming these tables move values of up to hundreds of megabytes.
+# Statements naming these tables can read or delete values of up to hundreds of megabytes; an insert
+# writes only what it carries (a running job's log append: a few kilobytes), so it is judged by that.
 HEAVY_TABLES = ("blobs", "log_chunks")
 HEAVY_VALUE = 64 * 1024
 
 
 def _heavy(sql: object, params: object) -> bool:
-    if isinstance(sql, str) and any(table in sql for table in HEAVY_TABLES):
-        return True
     values: Sequence[Any] | Any = params
     if isinstance(values, dict):
         values = list(values.values())
-    if isinstance(values, list | tuple):
-        return any(isinstance(v, bytes | bytearray | memoryview | str) and len(v) > HEAVY_VALUE for v in values)
-    return False
+    if isinstance(values, list | tuple) and any(
+        isinstance(v, bytes | bytearray | memoryview | str) and len(v) > HEAVY_VALUE for v in values
+    ):
+        return True
+    return (
+        isinstance(sql, str)
+        and not sql.lstrip()[:6].upper() == "INSERT"
+        and any(table in sql for table in HEAVY_TABLES)
+    )
 
 
 class InlineConnection(aiosqlite.Connection):

@@ -414,16 +414,17 @@ async def append_log(job_id: str, request: Request, app: Outpost = Depends(outpo
         raise BadRequest("offset must be a whole number of bytes.")
     data = await _raw(request, MAX_CHUNK)
     async with app.db.write() as session:
-        job = await jobs_store.authenticate(
-            session, job_id, _token(request, TokenKind.JOB), JobRight.WRITE_LOG, lock=True
+        connection = await session.connection()
+        job = await jobs_store.authenticate_columns(
+            connection, job_id, _token(request, TokenKind.JOB), JobRight.WRITE_LOG
         )
         table = Plan if job.phase == Phase.PLAN.value else Apply
         try:
             size = await logs.append_to_run(session, table, job.run_id, int(raw_offset), data)
         except logs.LogGap as gap:
             return JSONResponse(jsonapi.error_body(416, gap.title, gap.detail, {"size": gap.size}), status_code=416)
-        orders = await jobs_store.cancel_orders(session, job.agent_id) if job.agent_id else []
-    return JSONResponse({"size": size, "cancel": [o for o in orders if o["job"] == job_id]})
+    # The answer carries this job's standing cancel request, read with the job's row.
+    return JSONResponse({"size": size, "cancel": job.cancel_orders()})
 
 
 @router.post("/jobs/{job_id}/finish", status_code=204)
