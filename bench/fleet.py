@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from outpost.agent.client import Backoff, Client
+from outpost.agent.client import LIMITS, Backoff, Client
 
 JSONAPI = "application/vnd.api+json"
 
@@ -132,7 +132,7 @@ class Fleet:
                 client = Client(
                     self.url,
                     backoff=Backoff(base=0.2, cap=5.0),
-                    transport=httpx.AsyncHTTPTransport(verify=self._ssl, retries=0),
+                    transport=httpx.AsyncHTTPTransport(verify=self._ssl, retries=0, limits=LIMITS),
                 )
                 self.clients.append(client)
                 registration = await client.register(self.pool_token, f"sim-{i}", 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import socket
 import tarfile
@@ -52,6 +53,55 @@ def test_an_idle_connection_outlives_the_clients_and_proxies_keep_alive(server: 
             answer = conn.recv(4096)
             assert answer.startswith(b"HTTP/1.1 204"), answer
             time.sleep(pause)
+
+
+def test_the_agent_client_keeps_its_connection_between_heartbeats(
+    server: Server, api: OutpostAPI, org: tuple[str, str]
+) -> None:
+    """The agent's client keeps idle connections longer than the heartbeat interval: a heartbeat after a
+    pause longer than httpx's default keep-alive (5 s) goes over the same connection, not a new one.
+    Counted by a TCP relay between the client and the server."""
+    from outpost.agent.client import Client
+
+    pool = api.create_pool(org[0], "keep-alive")
+    _, pool_token = api.create_agent_token(pool["id"], "keep-alive")
+    target = httpx.URL(server.url)
+
+    async def scenario() -> int:
+        relays: list[asyncio.Task[Any]] = []
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                dst.close()
+                with contextlib.suppress(OSError):
+                    await dst.wait_closed()
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection(target.host, target.port)
+            relays.append(asyncio.current_task())  # type: ignore[arg-type]
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True)
+
+        relay_server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        port = relay_server.sockets[0].getsockname()[1]
+        client = Client(f"http://127.0.0.1:{port}")
+        try:
+            await client.register(pool_token, "keeps-alive", 1)
+            await client.heartbeat([])
+            await asyncio.sleep(6)
+            await client.heartbeat([])
+            await client.deregister()
+        finally:
+            await client.close()
+            relay_server.close()
+            await relay_server.wait_closed()
+            await asyncio.gather(*relays, return_exceptions=True)
+        return len(relays)
+
+    assert asyncio.run(scenario()) == 1
 
 
 def test_workspace_shape_for_real_clients(api: OutpostAPI, org: tuple[str, str]) -> None:
