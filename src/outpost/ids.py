@@ -13,10 +13,16 @@ import secrets
 import string
 
 _ALPHABET = string.ascii_letters + string.digits
+_UNBIASED = 256 - 256 % len(_ALPHABET)
 
 
 def new_id(prefix: str, length: int = 16) -> str:
-    return f"{prefix}-" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    # Random bytes drawn at once (secrets.choice reads the system's random source once per character),
+    # each kept only below the largest multiple of the alphabet's size, so every character is equally likely.
+    chars: list[str] = []
+    while len(chars) < length:
+        chars += [_ALPHABET[b % len(_ALPHABET)] for b in secrets.token_bytes(2 * length) if b < _UNBIASED]
+    return f"{prefix}-" + "".join(chars[:length])
 
 
 class TokenKind:
