@@ -27,7 +27,7 @@ FULL: dict[str, Any] = {
     "ramp": {"agents": 120, "rounds": 5},
     "throughput": {"jobs": 2000, "agents": 50},
     "capacity": {"sizes": [250, 500, 1000, 2000, 5000, 10000], "window": 30.0, "dispatches": 30},
-    "overhead": {"sizes": [10, 200], "rounds": 3},
+    "overhead": {"sizes": [10, 200], "rounds": 5},
     "logs": {"megabytes": 50.0},
     "memory": {"settle": 5.0},
 }
