@@ -95,14 +95,15 @@ def set_status(agent: Agent, status: AgentStatus, now: datetime | None = None) -
         agent.status_changed_at = now or utcnow()
 
 
+_ACTIVE_JOBS = (
+    select(func.count())
+    .select_from(Job)
+    .where(Job.agent_id == bindparam("agent_id"), Job.status.in_([s.value for s in ACTIVE_JOB]))
+)
+
+
 async def active_job_count(session: AsyncSession, agent_id: str) -> int:
-    return (
-        await session.execute(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.agent_id == agent_id, Job.status.in_([s.value for s in ACTIVE_JOB]))
-        )
-    ).scalar_one()
+    return (await session.execute(_ACTIVE_JOBS, {"agent_id": agent_id})).scalar_one()
 
 
 # An agent whose last job ended is idle again: one statement, which re-checks under the row's lock that the

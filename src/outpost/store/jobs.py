@@ -37,6 +37,32 @@ class JobFenced(Forbidden):
     """The job credential is no longer valid."""
 
 
+# The claim runs on every dispatch: its statements are built once (building a SQLAlchemy expression costs
+# more than the database running it). Bound names differ from the columns: an UPDATE reserves those.
+_QUEUED = JobStatus.QUEUED.value
+_OLDEST_QUEUED = (
+    select(Job.id)
+    .where(Job.pool_id == bindparam("claim_pool"), Job.status == _QUEUED)
+    .order_by(Job.created_at, Job.id)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+_CLAIM = (
+    update(Job)
+    .where(Job.id == _OLDEST_QUEUED, Job.status == _QUEUED)
+    .values(
+        status=JobStatus.ASSIGNED.value,
+        agent_id=bindparam("claimant"),
+        token_hash=bindparam("credential_hash"),
+        attempt=Job.attempt + 1,
+        assigned_at=bindparam("now"),
+        lease_expires_at=bindparam("lease_until"),
+    )
+    .returning(Job.id, Job.phase, Job.run_id, Job.attempt, Job.created_at)
+)
+
+
 async def claim(
     session: AsyncSession, agent_id: str, lease: timedelta, *, locked: tuple[Agent, int] | None = None
 ) -> Claimed | None:
@@ -54,32 +80,18 @@ async def claim(
         agent, active = locked
     if active >= agent.capacity:
         return None
-    candidate = (
-        select(Job.id)
-        .where(Job.pool_id == agent.pool_id, Job.status == JobStatus.QUEUED.value)
-        .order_by(Job.created_at, Job.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
     secret = new_secret(TokenKind.JOB)
     now = utcnow()
-    row = (
-        await session.execute(
-            update(Job)
-            .where(Job.id == candidate, Job.status == JobStatus.QUEUED.value)
-            .values(
-                status=JobStatus.ASSIGNED.value,
-                agent_id=agent_id,
-                token_hash=hash_secret(secret),
-                attempt=Job.attempt + 1,
-                assigned_at=now,
-                lease_expires_at=now + lease,
-            )
-            .returning(Job.id, Job.phase, Job.run_id, Job.attempt, Job.created_at)
-            .execution_options(synchronize_session=False)
-        )
-    ).first()
+    # On the connection, past the ORM: no Job of this transaction is loaded, and RETURNING gives the rest.
+    connection = await session.connection()
+    params = {
+        "claim_pool": agent.pool_id,
+        "claimant": agent_id,
+        "credential_hash": hash_secret(secret),
+        "now": now,
+        "lease_until": now + lease,
+    }
+    row = (await connection.execute(_CLAIM, params)).first()
     if row is None:
         return None
     agents_store.set_status(agent, AgentStatus.BUSY, now)
