@@ -83,9 +83,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
-    app.include_router(agent_routes.router)  # for the OpenAPI document: served by agent_plain's routes
     app.include_router(discovery.router)
-    for module in (organizations, agent_pools, workspaces, configuration_versions, runs, plans, state_versions):
+    # FastAPI tries routes one by one, twice per request (to match, then to handle): the API's most
+    # requested ones first (clients poll runs and read logs while a run goes on). No two modules' paths
+    # overlap, so their order changes nothing else.
+    for module in (runs, plans, workspaces, state_versions, configuration_versions, agent_pools, organizations):
         app.include_router(module.router, prefix=API)
     for module in (teams, tokens):
         app.include_router(module.router, prefix=API)
@@ -94,6 +96,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(releases.router)
     app.include_router(ui.root)
     app.mount("/app", ui.create_ui(app.state))
+    # The agent protocol's FastAPI declarations give the OpenAPI document; its requests never get this far.
+    app.include_router(agent_routes.router)
     # Routes are matched in order: the agent protocol, which carries most requests (every agent's polls
     # and heartbeats), comes first, served by plain Starlette routes (see agent_api.plain).
     app.router.routes.insert(0, agent_plain.mount(agent_routes.router))
