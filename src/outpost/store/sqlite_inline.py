@@ -38,7 +38,7 @@ def _heavy(sql: object, params: object) -> bool:
         return True
     return (
         isinstance(sql, str)
-        and not sql.lstrip()[:6].upper() == "INSERT"
+        and sql.lstrip()[:6].upper() != "INSERT"
         and any(table in sql for table in HEAVY_TABLES)
     )
 
