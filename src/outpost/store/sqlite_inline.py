@@ -36,11 +36,7 @@ def _heavy(sql: object, params: object) -> bool:
         isinstance(v, bytes | bytearray | memoryview | str) and len(v) > HEAVY_VALUE for v in values
     ):
         return True
-    return (
-        isinstance(sql, str)
-        and sql.lstrip()[:6].upper() != "INSERT"
-        and any(table in sql for table in HEAVY_TABLES)
-    )
+    return isinstance(sql, str) and sql.lstrip()[:6].upper() != "INSERT" and any(table in sql for table in HEAVY_TABLES)
 
 
 class InlineConnection(aiosqlite.Connection):
