@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVarTuple
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from outpost.domain.agents import LIVE, AgentStatus
@@ -145,12 +145,19 @@ async def redeliver(session: AsyncSession, job_id: str, agent_id: str) -> Claime
     return Claimed(job_id=row.id, token=secret, phase=row.phase, run_id=row.run_id, attempt=row.attempt)
 
 
-_JOB = (
-    select(Job, Agent.status, AgentToken.id, AgentToken.revoked_at)
-    .outerjoin(Agent, Agent.id == Job.agent_id)
-    .outerjoin(AgentToken, AgentToken.id == Agent.token_id)
-    .where(Job.id == bindparam("job_id"))
-)
+_Row = TypeVarTuple("_Row")
+
+
+def _with_holder(query: Select[*_Row]) -> Select[*_Row]:
+    """`query` of job `job_id` with the agent holding it and that agent's token joined in."""
+    return (
+        query.outerjoin(Agent, Agent.id == Job.agent_id)
+        .outerjoin(AgentToken, AgentToken.id == Agent.token_id)
+        .where(Job.id == bindparam("job_id"))
+    )
+
+
+_JOB = _with_holder(select(Job, Agent.status, AgentToken.id, AgentToken.revoked_at))
 _JOB_LOCKED = _JOB.with_for_update(of=Job)
 
 
@@ -169,7 +176,7 @@ async def authenticate(session: AsyncSession, job_id: str, secret: str, right: J
 
 # `authenticate` for the log append, the call a running job makes most: the job's columns rather than an
 # ORM object, on the session's connection (past the ORM's statement handling), its row locked.
-_JOB_COLUMNS_LOCKED = (
+_JOB_COLUMNS_LOCKED = _with_holder(
     select(
         Job.id,
         Job.token_hash,
@@ -182,28 +189,22 @@ _JOB_COLUMNS_LOCKED = (
         AgentToken.id.label("token_id"),
         AgentToken.revoked_at,
     )
-    .outerjoin(Agent, Agent.id == Job.agent_id)
-    .outerjoin(AgentToken, AgentToken.id == Agent.token_id)
-    .where(Job.id == bindparam("job_id"))
-    .with_for_update(of=Job)
-)
+).with_for_update(of=Job)
 
 
 @dataclass(frozen=True, slots=True)
 class AdmittedJob:
     id: str
+    status: str
     phase: str
     run_id: str
     cancel_requested_at: datetime | None
     force_cancel_requested_at: datetime | None
 
     def cancel_orders(self) -> list[dict[str, str]]:
-        """The job's standing cancel request, worded as `AgentJobs.orders` words it."""
-        if self.force_cancel_requested_at is not None:
-            return [{"job": self.id, "kind": "force"}]
-        if self.cancel_requested_at is not None:
-            return [{"job": self.id, "kind": "cancel"}]
-        return []
+        """The job's standing cancel request, as `AgentJobs.orders` gives it."""
+        order = _cancel_order(self)
+        return [order] if order is not None else []
 
 
 async def authenticate_columns(connection: AsyncConnection, job_id: str, secret: str, right: JobRight) -> AdmittedJob:
@@ -212,7 +213,9 @@ async def authenticate_columns(connection: AsyncConnection, job_id: str, secret:
     if row is None:
         raise NotFound(f"Job {job_id!r} was not found.")
     _admit(job_id, secret, right, row.token_hash, row.status, row.phase, row.agent_status, row.token_id, row.revoked_at)
-    return AdmittedJob(row.id, row.phase, row.run_id, row.cancel_requested_at, row.force_cancel_requested_at)
+    return AdmittedJob(
+        row.id, row.status, row.phase, row.run_id, row.cancel_requested_at, row.force_cancel_requested_at
+    )
 
 
 def _admit(
@@ -439,16 +442,20 @@ class AgentJobs:
         """Standing cancel requests: persisted, so an agent that missed the moment still receives them at
         its next call. A force-cancel ends the job at once on the server, so it is repeated for a while
         after the job ended, until the agent has surely heard it."""
-        return [
-            {"job": r.id, "kind": "force" if r.force_cancel_requested_at else "cancel"}
-            for r in self.rows
-            if r.force_cancel_requested_at is not None
-            or (r.status in _ACTIVE_VALUES and r.cancel_requested_at is not None)
-        ]
+        return [order for r in self.rows if (order := _cancel_order(r)) is not None]
 
     def undelivered(self, known: list[str]) -> list[str]:
         """Jobs assigned to the agent that it does not know of: the answer that carried them was lost."""
         return [r.id for r in self.rows if r.status == JobStatus.ASSIGNED.value and r.id not in known]
+
+
+def _cancel_order(job: Any) -> dict[str, str] | None:
+    """The cancel order standing for a job (its id, status and cancel request times), if any."""
+    if job.force_cancel_requested_at is not None:
+        return {"job": job.id, "kind": "force"}
+    if job.status in _ACTIVE_VALUES and job.cancel_requested_at is not None:
+        return {"job": job.id, "kind": "cancel"}
+    return None
 
 
 _AGENT_JOBS = select(Job.id, Job.status, Job.cancel_requested_at, Job.force_cancel_requested_at).where(
@@ -463,10 +470,6 @@ _AGENT_JOBS = select(Job.id, Job.status, Job.cancel_requested_at, Job.force_canc
 async def agent_jobs(session: AsyncSession, agent_id: str) -> AgentJobs:
     params = {"agent_id": agent_id, "force_since": utcnow() - FORCE_CANCEL_REPEAT}
     return AgentJobs(list((await session.execute(_AGENT_JOBS, params)).all()))
-
-
-async def cancel_orders(session: AsyncSession, agent_id: str) -> list[dict[str, str]]:
-    return (await agent_jobs(session, agent_id)).orders()
 
 
 async def renew_leases(session: AsyncSession, agent_id: str, lease: timedelta) -> None:
