@@ -93,6 +93,10 @@ class Database:
         if self.dialect == "sqlite":
             self._sqlite_path = target.database or ":memory:"
             kwargs["async_creator"] = sqlite_inline.creator(self._sqlite_path, timeout=30)
+            # The connection used last goes out first: its page cache still holds what the last
+            # transaction touched, where one idle in the pool's queue since another connection wrote
+            # must re-read its pages (statements of a job took a quarter longer handed round in turn).
+            kwargs["pool_use_lifo"] = True
         else:
             # Transactions are short and a waiting long-poll holds no connection, so a modest pool serves
             # many agents; the overflow absorbs bursts. Pre-ping replaces connections a restart broke.

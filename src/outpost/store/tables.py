@@ -126,6 +126,9 @@ class AgentToken(Base):
 
 class Agent(Base):
     __tablename__ = "agents"
+    # The monitor's liveness passes (live agents past the heartbeat cutoff, unknown ones past theirs) every
+    # few seconds: a range of the live agents, not a read of every agent that ever registered.
+    __table_args__ = (Index("ix_agents_status_ping", "status", "last_ping_at"),)
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     pool_id: Mapped[str] = mapped_column(ForeignKey("agent_pools.id", ondelete="CASCADE"), index=True)
     token_id: Mapped[str] = mapped_column(ForeignKey("agent_tokens.id", ondelete="CASCADE"), index=True)
@@ -211,7 +214,12 @@ class ConfigurationVersion(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_workspace_status", "workspace_id", "status"),)
+    __table_args__ = (
+        Index("ix_runs_workspace_status", "workspace_id", "status"),
+        # A new run's queue position (the workspace's highest seq) and the newest-first run list: an
+        # index walk, not a scan of every run the workspace ever had.
+        Index("ix_runs_workspace_seq", "workspace_id", "seq"),
+    )
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     configuration_version_id: Mapped[str] = mapped_column(ForeignKey("configuration_versions.id", ondelete="CASCADE"))
@@ -274,6 +282,11 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_pool_status", "pool_id", "status", "created_at"),
         Index("ix_jobs_agent_status", "agent_id", "status"),
+        # An agent's recently ended jobs (force-cancels repeated after the end) without reading its history.
+        Index("ix_jobs_agent_finished", "agent_id", "finished_at"),
+        # The monitor's passes over assigned and running jobs (unstarted ones of dead agents, overrun
+        # ones), every few seconds inside a write transaction: the active jobs, not every job ever run.
+        Index("ix_jobs_status_started", "status", "started_at"),
     )
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
