@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import literal_column, select, text
+from sqlalchemy.dialects import sqlite
 
 from outpost.store import sqlite_inline
 from outpost.store.db import Database
@@ -46,6 +47,11 @@ async def test_small_statements_run_inline_and_large_values_on_the_worker_thread
         await connection.execute("INSERT INTO blobs VALUES (x'00')")
         assert await thread_of("SELECT thread_id() FROM blobs") != here
         # And back inline for the next small one.
+        assert await thread_of("SELECT thread_id()") == here
+        # A statement marked as reading a whole table (long()) goes to the thread, however small its result.
+        marked = str(sqlite_inline.long(select(literal_column("thread_id()"))).compile(dialect=sqlite.dialect()))
+        assert sqlite_inline.LONG in marked
+        assert await thread_of(marked) != here
         assert await thread_of("SELECT thread_id()") == here
 
         # A commit writes the transaction to the log, which can wait on the disk: always on the thread.

@@ -6,7 +6,8 @@ self-pipe) costs more CPU than SQLite takes for the statement itself: 36 % of a 
 statements take microseconds, and they cannot wait on a lock held in this process (the process queues
 its writers on an asyncio lock, `db.Database._writer`, and WAL readers never wait for writers), so they
 run inline. What can take long still goes to the worker thread: a statement that carries or reads a
-large value (blobs, log chunks) with its fetches, and every commit, which writes the transaction's pages
+large value (blobs, log chunks) with its fetches, one that reads a whole table (marked with `long()`:
+the scrape-time counts of every run), and every commit, which writes the transaction's pages
 to the write-ahead log and can wait on the disk (a stalled write on the loop's thread stalls every
 request: log appends of a megabyte took delivery lag p99 from 150 ms to 1.2 s before commits moved).
 WAL checkpoints, which sync the database file, run on a thread of their own (`db.Database`), never
@@ -18,14 +19,24 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import aiosqlite
+from sqlalchemy import Select
 
 # Statements naming these tables can read or delete values of up to hundreds of megabytes; an insert
 # writes only what it carries (a running job's log append: a few kilobytes), so it is judged by that.
 HEAVY_TABLES = ("blobs", "log_chunks")
 HEAVY_VALUE = 64 * 1024
+# A statement marked as reading a whole table, whose time grows with the installation's history.
+LONG = "/* outpost:long */"
+
+_Row = TypeVarTuple("_Row")
+
+
+def long(statement: Select[*_Row]) -> Select[*_Row]:
+    """Mark a statement that reads a whole table: on SQLite it runs on the worker thread, off the event loop."""
+    return statement.prefix_with(LONG)
 
 
 def _heavy(sql: object, params: object) -> bool:
@@ -36,7 +47,9 @@ def _heavy(sql: object, params: object) -> bool:
         isinstance(v, bytes | bytearray | memoryview | str) and len(v) > HEAVY_VALUE for v in values
     ):
         return True
-    return isinstance(sql, str) and sql.lstrip()[:6].upper() != "INSERT" and any(table in sql for table in HEAVY_TABLES)
+    if not isinstance(sql, str):
+        return False
+    return LONG in sql or (sql.lstrip()[:6].upper() != "INSERT" and any(table in sql for table in HEAVY_TABLES))
 
 
 class InlineConnection(aiosqlite.Connection):
