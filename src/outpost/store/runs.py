@@ -13,7 +13,7 @@ from outpost.domain.runs import CANCELABLE, PhaseStatus, RunEvent, RunStatus, ne
 from outpost.domain.workspaces import ExecutionMode
 from outpost.errors import Conflict, NotFound, Unprocessable
 from outpost.ids import new_id
-from outpost.store import events, logs
+from outpost.store import events, inserts, logs
 from outpost.store.pools import BUILTIN_POOL_ID, ensure_builtin_pool
 from outpost.store.tables import Apply, ConfigurationVersion, Job, Plan, Run, Workspace
 from outpost.timeutil import iso, utcnow
@@ -156,11 +156,9 @@ async def create(session: AsyncSession, workspace: Workspace, cv: ConfigurationV
         # insert and then an update: a burst of runs takes this path).
         _plan_queued(workspace, run, plan)
         job = _job(run.id, Phase.PLAN, await _pool_for(session, workspace))
-    session.add(run)
-    await session.flush()  # the run row first: plans, applies and jobs reference it (no relationship() orders them)
-    session.add_all([plan, apply] if job is None else [plan, apply, job])
+    # The run row first: plans, applies and jobs reference it.
+    await inserts.add_new(session, run, plan, apply, *([] if job is None else [job]))
     workspace.latest_run_id = run.id
-    await session.flush()
     if job is not None:
         events.wake_pool(session, job.pool_id)
     else:
@@ -191,8 +189,7 @@ def _job(run_id: str, phase: Phase, pool_id: str) -> Job:
 
 async def _new_job(session: AsyncSession, run: Run, phase: Phase, pool_id: str) -> Job:
     job = _job(run.id, phase, pool_id)
-    session.add(job)
-    await session.flush()
+    await inserts.add_new(session, job)
     events.wake_pool(session, pool_id)
     return job
 
