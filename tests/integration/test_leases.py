@@ -248,3 +248,39 @@ def test_job_of_an_errored_agent_is_fenced(world: World) -> None:
         assert "late bytes" not in world.api.read_log(world.api.run(world.run_id), "plan")
 
     asyncio.run(scenario())
+
+
+def test_a_busy_agents_heartbeats_keep_it_current_and_hear_a_revocation(world: World) -> None:
+    """A heartbeat that names running jobs goes straight to its write (outpost.server.agent_api): the agent
+    must stay busy past unknown-after with its last ping moving, and a revoked token must still be refused
+    at the next heartbeat."""
+
+    def listed(agent_id: str) -> dict[str, Any]:
+        (found,) = [a for a in world.api.agents(world.pool_id) if a["id"] == agent_id]
+        return dict(found["attributes"])
+
+    async def scenario() -> None:
+        client = Client(world.server.url, backoff=Backoff(base=0.05, cap=0.2))
+        registration = await client.register(world.pool_token, "busy", 1)
+        try:
+            job = await _one_job(client)
+            await client.start(job["id"], job["token"])
+            first_ping = listed(registration.agent_id)["last-ping-at"]
+            seen: set[str] = set()
+            deadline = time.monotonic() + UNKNOWN_AFTER * 3
+            while time.monotonic() < deadline:
+                assert (await client.heartbeat([job["id"]]))["action"] == "continue"
+                seen.add(listed(registration.agent_id)["status"])
+                await asyncio.sleep(0.3)
+            assert seen == {"busy"}, f"a busy, heartbeating agent looked {seen}"
+            assert listed(registration.agent_id)["last-ping-at"] > first_ping
+            assert world.status() == "planning"
+            (token,) = world.api.request("GET", f"/agent-pools/{world.pool_id}/authentication-tokens")["data"]
+            world.api.request("DELETE", f"/authentication-tokens/{token['id']}")
+            with pytest.raises(AgentFatal) as exc:
+                await client.heartbeat([job["id"]])
+            assert exc.value.exit_code == ExitCode.TOKEN_REVOKED
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())

@@ -274,7 +274,7 @@ async def _poll(
 
 @router.post("/heartbeat")
 async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Response:
-    await jsonapi.read_body(request)
+    body = await jsonapi.read_body(request)
     secret = _token(request, TokenKind.AGENT_SESSION)
     ip_address = _client_ip(request)
     # Most heartbeats come from idle agents and change nothing but a timestamp: they are answered from a
@@ -286,23 +286,30 @@ async def heartbeat(request: Request, app: Outpost = Depends(outpost)) -> Respon
     if quiet is not None:
         app.pings.record(quiet.agent_id, quiet.token_id, utcnow())
         return _heartbeat_answer(app, [])
-    epoch = app.quiet.epoch
-    async with app.db.read() as session:
-        agent = await agents_store.authenticate_session(session, secret)
-        held = await jobs_store.agent_jobs(session, agent.id)
-    app.remember_agent(session_hash, agent.id, agent.pool_id)
-    if held.active == 0 and agent.status == AgentStatus.IDLE.value and ip_address in (None, agent.ip_address):
-        app.pings.record(agent.id, agent.token_id, utcnow())
-        _note_if_quiet(app, session_hash, agent, held, ip_address, epoch)
-        return _heartbeat_answer(app, held.orders())
+    known = app.known_agent(session_hash)
+    running = body.get("running")
+    if known is None or not (isinstance(running, list) and running):
+        epoch = app.quiet.epoch
+        async with app.db.read() as session:
+            agent = await agents_store.authenticate_session(session, secret)
+            held = await jobs_store.agent_jobs(session, agent.id)
+        known = app.remember_agent(session_hash, agent.id, agent.pool_id)
+        if held.active == 0 and agent.status == AgentStatus.IDLE.value and ip_address in (None, agent.ip_address):
+            app.pings.record(agent.id, agent.token_id, utcnow())
+            _note_if_quiet(app, session_hash, agent, held, ip_address, epoch)
+            return _heartbeat_answer(app, held.orders())
+    # A busy agent's heartbeat (it says it runs jobs, and this process knows it: the read that would only
+    # tell it to write is skipped) renews its jobs' leases. Whatever the agent says, the write decides:
+    # a revoked session fails the authentication below and the lease renewal goes with the rollback.
     async with app.db.write() as session:
         # Rows are locked job before agent, the order in which finishing a job takes them (job, run,
         # agent): the other order deadlocks with a job finishing at the same moment.
-        await jobs_store.renew_leases(session, agent.id, timedelta(seconds=app.config.job_lease))
+        await jobs_store.renew_leases(session, known[0], timedelta(seconds=app.config.job_lease))
         agent = await agents_store.authenticate_session(session, secret, lock=True)
         held = await jobs_store.agent_jobs(session, agent.id)
         agents_store.ping(agent, ip_address, busy=held.active > 0)
-        await pools.touch_tokens(session, {agent.token_id})
+    # The token's last-used time (written at most once a minute) goes with the idle agents' batch.
+    app.pings.record(agent.id, agent.token_id, utcnow())
     return _heartbeat_answer(app, held.orders())
 
 
