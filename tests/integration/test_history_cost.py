@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, func, insert, select
 
 from outpost.config import ServerConfig
 from outpost.domain.jobs import JobOutcome, JobRight, JobStatus
@@ -117,7 +117,8 @@ async def add_history(db: Database, workspace_id: str, cv_id: str, pool_id: str,
                 for i in range(HISTORY)
             ],
         )
-        first_seq = (await s.execute(runs._LAST_SEQ, {"workspace_id": workspace_id})).scalar_one() + 1
+        last_seq = select(func.coalesce(func.max(Run.seq), 0)).where(Run.workspace_id == workspace_id)
+        first_seq = (await s.execute(last_seq)).scalar_one() + 1
         run_rows = [
             {
                 "id": new_id("run"),

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Insert, Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from outpost.store.tables import Base
 
-_INSERTS: dict[str, Any] = {}
+_INSERTS: dict[str, Insert] = {}  # by table: built once
 
 
 def _column_values(obj: Base, table: Table) -> dict[str, Any]:
