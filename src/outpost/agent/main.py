@@ -61,6 +61,18 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            return await self._main()
+        finally:
+            # Handed over before the loop closes: asyncio closes its wake-up pipe first and removes its
+            # handlers after, and a signal in between is written to a closed descriptor ("Exception
+            # ignored ... Bad file descriptor", with a traceback, in the log). From here on, a signal
+            # while the interpreter winds down means "exit now".
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, lambda *_: os._exit(ExitCode.FORCED))
+
+    async def _main(self) -> int:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         bundle = network.terraform_ca_bundle(self.config)
         if bundle is not None:  # terraform trusts --ca-cert too (network mirrors, TLS-inspecting proxies)
@@ -145,8 +157,4 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def run(config: AgentConfig, *, unix_socket: Path | None = None) -> int:
-    code = asyncio.run(Agent(config, unix_socket=unix_socket).run())
-    # The loop's handlers are gone; a signal while the interpreter winds down still means "exit now".
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: os._exit(ExitCode.FORCED))
-    return code
+    return asyncio.run(Agent(config, unix_socket=unix_socket).run())

@@ -12,8 +12,10 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from outpost.config import ServerConfig
 from outpost.server.app import create_app
@@ -63,7 +65,25 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        results = await _serve(app, config, servers, stop, socket_path if config.builtin_agent else None)
+    finally:
+        # Removed before the loop closes: asyncio closes its wake-up pipe first and removes its handlers
+        # after, and a signal in between is written to a closed descriptor (a traceback in the log).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    socket_path.unlink(missing_ok=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    if any(not s.started for s in servers):
+        raise SystemExit(f"Outpost server could not listen on {config.host}:{config.port} (see the error above).")
 
+
+async def _serve(
+    app: FastAPI, config: ServerConfig, servers: list[_Server], stop: asyncio.Event, socket: Path | None
+) -> list[BaseException | None]:
+    """The listeners, the built-in agent (on `socket`) and the lifespan, until `stop` is set."""
     async with app.router.lifespan_context(app):
         tasks = [asyncio.create_task(s.serve()) for s in servers]
         while not all(s.started for s in servers):
@@ -75,9 +95,9 @@ async def serve(config: ServerConfig) -> None:
         if not failed:
             log.info("Outpost server listening on %s://%s:%s", config.scheme, config.host, config.port)
             print(f"Outpost server listening on {config.scheme}://{config.host}:{config.port}", flush=True)
-            if config.builtin_agent:
+            if socket is not None:
                 state: Outpost = app.state.outpost
-                builtin = BuiltinAgent(config, state.db, socket_path)
+                builtin = BuiltinAgent(config, state.db, socket)
                 await builtin.start()
             waiter = asyncio.create_task(stop.wait())
             await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -88,13 +108,7 @@ async def serve(config: ServerConfig) -> None:
             app.state.outpost.dispatcher.close()
         for server in servers:
             server.should_exit = True
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    socket_path.unlink(missing_ok=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    if any(not s.started for s in servers):
-        raise SystemExit(f"Outpost server could not listen on {config.host}:{config.port} (see the error above).")
+        return await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def run(config: ServerConfig) -> None:
