@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import event, func, insert, select
 
 from outpost.config import ServerConfig
-from outpost.domain.jobs import JobOutcome, JobRight, JobStatus
+from outpost.domain.jobs import JobOutcome, JobStatus
 from outpost.domain.runs import RunStatus
 from outpost.ids import new_id
 from outpost.server.context import Outpost
@@ -31,7 +31,7 @@ from outpost.store.db import Database
 from outpost.store.runs import RunOptions
 from outpost.store.tables import Agent, ConfigurationVersion, Job, Run, Workspace
 from outpost.timeutil import utcnow
-from tests.integration.test_store_claims import LEASE, build_world
+from tests.integration.test_store_claims import LEASE, build_world, finish_all
 from tests.support import databases
 
 pytestmark = [
@@ -76,12 +76,7 @@ async def job_cycle(db: Database, workspace_id: str, agent_id: str) -> None:
     async with db.write() as s:
         claimed = await jobs.claim(s, agent_id, LEASE)
     assert claimed is not None
-    async with db.write() as s:
-        job = await jobs.authenticate(s, claimed.job_id, claimed.token, JobRight.READ, lock=True)
-        await jobs.start(s, job)
-    async with db.write() as s:
-        job = await jobs.authenticate(s, claimed.job_id, claimed.token, JobRight.READ, lock=True)
-        await jobs.finish(s, job, *await jobs.run_and_phase(s, job), jobs.Result(outcome=JobOutcome.SUCCEEDED))
+    await finish_all(db, [claimed])
     async with db.read() as s:
         assert await jobs.agent_jobs(s, agent_id) is not None
     # The monitor's passes that read the database (its own process's pings and wake-ups left out).

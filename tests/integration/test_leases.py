@@ -59,6 +59,11 @@ class World:
     def status(self) -> str:
         return str(self.api.run(self.run_id)["attributes"]["status"])
 
+    def agent(self, agent_id: str) -> dict[str, Any]:
+        """The agent's attributes as the API lists them."""
+        (found,) = [a for a in self.api.agents(self.pool_id) if a["id"] == agent_id]
+        return dict(found["attributes"])
+
 
 @pytest.fixture
 def world(lease_server: Server) -> Iterator[World]:
@@ -120,23 +125,19 @@ def test_idle_heartbeats_keep_the_agent_and_its_token_current(world: World) -> N
     """Idle agents' heartbeats are answered from a read and their times written in batches: the agent
     must still never look silent, its last ping must move, and its token must show it was used."""
 
-    def listed(agent_id: str) -> dict[str, Any]:
-        (found,) = [a for a in world.api.agents(world.pool_id) if a["id"] == agent_id]
-        return dict(found["attributes"])
-
     async def scenario() -> None:
         client = Client(world.server.url, backoff=Backoff(base=0.05, cap=0.2))
         registration = await client.register(world.pool_token, "idle", 1)
         beat = asyncio.create_task(_beat(client))
         try:
-            first_ping = listed(registration.agent_id)["last-ping-at"]
+            first_ping = world.agent(registration.agent_id)["last-ping-at"]
             seen: set[str] = set()
             deadline = time.monotonic() + UNKNOWN_AFTER * 3
             while time.monotonic() < deadline:
-                seen.add(listed(registration.agent_id)["status"])
+                seen.add(world.agent(registration.agent_id)["status"])
                 await asyncio.sleep(0.2)
             assert seen == {"idle"}, f"an idle, heartbeating agent looked {seen}"
-            assert listed(registration.agent_id)["last-ping-at"] > first_ping
+            assert world.agent(registration.agent_id)["last-ping-at"] > first_ping
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -255,25 +256,21 @@ def test_a_busy_agents_heartbeats_keep_it_current_and_hear_a_revocation(world: W
     must stay busy past unknown-after with its last ping moving, and a revoked token must still be refused
     at the next heartbeat."""
 
-    def listed(agent_id: str) -> dict[str, Any]:
-        (found,) = [a for a in world.api.agents(world.pool_id) if a["id"] == agent_id]
-        return dict(found["attributes"])
-
     async def scenario() -> None:
         client = Client(world.server.url, backoff=Backoff(base=0.05, cap=0.2))
         registration = await client.register(world.pool_token, "busy", 1)
         try:
             job = await _one_job(client)
             await client.start(job["id"], job["token"])
-            first_ping = listed(registration.agent_id)["last-ping-at"]
+            first_ping = world.agent(registration.agent_id)["last-ping-at"]
             seen: set[str] = set()
             deadline = time.monotonic() + UNKNOWN_AFTER * 3
             while time.monotonic() < deadline:
                 assert (await client.heartbeat([job["id"]]))["action"] == "continue"
-                seen.add(listed(registration.agent_id)["status"])
+                seen.add(world.agent(registration.agent_id)["status"])
                 await asyncio.sleep(0.3)
             assert seen == {"busy"}, f"a busy, heartbeating agent looked {seen}"
-            assert listed(registration.agent_id)["last-ping-at"] > first_ping
+            assert world.agent(registration.agent_id)["last-ping-at"] > first_ping
             assert world.status() == "planning"
             (token,) = world.api.request("GET", f"/agent-pools/{world.pool_id}/authentication-tokens")["data"]
             world.api.request("DELETE", f"/authentication-tokens/{token['id']}")
