@@ -199,3 +199,66 @@ def test_bookkeeping_returns_to_zero_after_errors() -> None:
         assert d.waiting_count(POOL) == 1
         raise RuntimeError("the poll failed")
     assert_empty(d)
+
+
+async def _hand(session: object) -> str:
+    return "claimed"
+
+
+def test_take_gives_the_first_waiter_that_can_be_handed_a_job() -> None:
+    d = Dispatcher()
+    with (
+        d.waiting(POOL, "agent-0", for_jobs=True) as plain,
+        d.waiting(POOL, "agent-1", for_jobs=True, hand=_hand) as woken_already,
+        d.waiting(POOL, "agent-2", for_jobs=True, hand=_hand) as first,
+        d.waiting(POOL, "agent-3", for_jobs=True, hand=_hand) as second,
+    ):
+        woken_already.wake("agent")
+        assert d.take(POOL) is first, "a waiter without `hand`, or already woken, is passed over"
+        assert d.waiting_count(POOL) == 3, "the taken waiter left the queue"
+        assert d.take(OTHER_POOL) is None
+        assert d.wake_pool(POOL, count=5) == 2
+        assert woken(plain, second) == [True, True]
+        assert first.event.is_set() is False, "a taken waiter is not woken by the pool's wakes"
+        for w in (plain, woken_already, second):
+            w.used = True
+    assert_empty(d)
+
+
+@pytest.mark.anyio
+async def test_delivered_answer_ends_the_wait_and_no_wake_is_passed_on() -> None:
+    d = Dispatcher()
+    first_cm = d.waiting(POOL, "agent-1", for_jobs=True, hand=_hand)
+    first = first_cm.__enter__()
+    with d.waiting(POOL, "agent-2", for_jobs=True, hand=_hand) as second:
+        waiting = asyncio.ensure_future(first.wait(timeout=30))
+        await asyncio.sleep(0)
+        assert d.take(POOL) is first
+        first.deliver(["job-1"])
+        assert await waiting is True
+        assert (first.reason, first.answer) == ("handed", ["job-1"])
+        first.deliver(["job-2"])
+        assert first.answer == ["job-1"], "one answer per wait"
+        first_cm.__exit__(None, None, None)
+        assert second.event.is_set() is False, "the job is the first waiter's: nothing to pass on"
+    assert_empty(d)
+
+
+def test_put_back_returns_a_waiting_poll_to_the_head_of_its_queue_only() -> None:
+    d = Dispatcher()
+    with d.waiting(POOL, "agent-1", for_jobs=True, hand=_hand) as first:
+        with d.waiting(POOL, "agent-2", for_jobs=True, hand=_hand) as second:
+            assert d.take(POOL) is first
+            d.put_back(first)
+            assert d.take(POOL) is first, "back at the head, before the waiters that came after it"
+            d.put_back(first)
+            assert d.take(POOL) is first
+            d.put_back(first)
+            assert d.wake_pool(POOL) == 1 and first.reason == "job"
+            first.used = True
+            assert d.take(POOL) is second
+        d.put_back(second)  # its poll has left: not queued again
+        assert d.waiting_count(POOL) == 0
+        first_taken_again = d.take(POOL)
+        assert first_taken_again is None, "woken waiters are not taken"
+    assert_empty(d)

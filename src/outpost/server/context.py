@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from typing import cast
 
 from fastapi import Request
 from sqlalchemy.exc import IntegrityError
@@ -13,12 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.config import ServerConfig
 from outpost.encryption import Encryptor, resolve_keys
-from outpost.server.dispatch import Dispatcher
+from outpost.errors import OutpostError
+from outpost.server.dispatch import Dispatcher, Waiter
 from outpost.server.pings import PingBuffer
 from outpost.server.quiet import QuietAgents
 from outpost.store import events, notify
 from outpost.store.db import Database
 from outpost.store.tables import Setting
+
+# Session info: the polls a write transaction claimed jobs for, each with its answer (None: nothing claimed).
+_HANDED = "outpost_handed"
+_GONE = object()  # the answer for a poll whose agent may no longer work
 
 
 @dataclass
@@ -48,16 +54,45 @@ class Outpost:
         return self.agent_sessions.get(session_hash)
 
     def attach(self) -> None:
+        self.db.before_commit = self._before_commit
         self.db.on_commit = self._after_commit
-        if not self.db.is_sqlite:
-            self.db.before_commit = self._announce
+        self.db.on_rollback = self._after_rollback
 
     def listener(self) -> notify.Listener:
         """Wake-ups from the other replicas (PostgreSQL only): their NOTIFYs wake our waiters."""
         return notify.Listener(self.db.url, self.replica_id, self._on_remote_wake, self._resync)
 
-    async def _announce(self, session: AsyncSession) -> None:
-        await notify.send(session, notify.encode(self.replica_id, session.info))
+    async def _before_commit(self, session: AsyncSession) -> None:
+        pools = session.info.get(events.POOLS)
+        if pools:
+            await self._hand_over(session, pools)
+        if not self.db.is_sqlite:
+            await notify.send(session, notify.encode(self.replica_id, session.info))
+
+    async def _hand_over(self, session: AsyncSession, pools: dict[str, int]) -> None:
+        """Jobs this transaction queued go to polls waiting here, claimed in this same transaction: a job
+        reaches its agent without a transaction of its poll's own after the commit (one write fewer per job,
+        and the dispatch latency of a wake-up and an answer). Wakes for jobs not handed remain, for this
+        replica's waiters and (NOTIFY) the others'."""
+        handed: list[tuple[Waiter, object]] = session.info.setdefault(_HANDED, [])
+        for pool_id, count in list(pools.items()):
+            given = 0
+            while given < count and (waiter := self.dispatcher.take(pool_id)) is not None:
+                assert waiter.hand is not None
+                handed.append((waiter, None))  # first: should the transaction fail in `hand`, it is put back
+                try:
+                    answer = await waiter.hand(session)
+                except OutpostError:
+                    handed[-1] = (waiter, _GONE)  # the agent may no longer work: woken, its poll hears why
+                    continue
+                handed[-1] = (waiter, answer)
+                if answer is None:
+                    break  # nothing left to claim, or this agent cannot now: the rest are woken as before
+                given += 1
+            if given == count:
+                del pools[pool_id]
+            else:
+                pools[pool_id] = count - given
 
     def _on_remote_wake(self, wake: notify.Wake) -> None:
         for pool_id, count in wake.pools.items():
@@ -73,6 +108,13 @@ class Outpost:
         self.dispatcher.wake_all()
 
     def _after_commit(self, info: dict[object, object]) -> None:
+        for waiter, answer in _handed(info):
+            if answer is None:
+                self.dispatcher.put_back(waiter)
+            elif answer is _GONE:
+                waiter.wake("agent")
+            else:
+                waiter.deliver(answer)
         pools = info.get(events.POOLS)
         if isinstance(pools, dict):
             for pool_id, count in pools.items():
@@ -82,6 +124,11 @@ class Outpost:
             for agent_id in agents:
                 self.quiet.forget(agent_id)
                 self.dispatcher.wake_agent(agent_id)
+
+    def _after_rollback(self, info: dict[object, object]) -> None:
+        """Whatever was claimed for waiting polls is undone: they wait on, first in line again."""
+        for waiter, _ in reversed(_handed(info)):  # each goes back to the head: the last first
+            self.dispatcher.put_back(waiter)
 
     async def load_secret(self) -> None:
         """The key behind capability URLs: one per installation, shared by every replica."""
@@ -132,6 +179,10 @@ class Outpost:
         if self.config.external_url:
             return self.config.external_url.rstrip("/")
         return str(request.base_url).rstrip("/")
+
+
+def _handed(info: dict[object, object]) -> list[tuple[Waiter, object]]:
+    return cast("list[tuple[Waiter, object]]", info.get(_HANDED, []))
 
 
 def encryption_keys(config: ServerConfig) -> list[str]:

@@ -1,35 +1,50 @@
 """Waking agents that wait in a long-poll.
 
-Each waiting poll registers a `Waiter` under its pool and its agent. A new job wakes exactly one
-waiter of its pool (FIFO), which then claims in the database; news for an agent (a cancel, an order to
+Each waiting poll registers a `Waiter` under its pool and its agent. A new job goes to exactly one
+waiter of its pool (FIFO): handed over inside the very transaction that queued it, when the waiter can
+claim there (`Waiter.hand`, see outpost.server.context), so its poll answers without a transaction of
+its own; woken otherwise, to claim in the database itself. News for an agent (a cancel, an order to
 exit) wakes that agent's waiters. A waiter that is woken but leaves without claiming passes the wake
 on, so a job never waits for a poll that already went away. Waking only makes pickup fast: every poll
-also claims before it waits, and ends within the long-poll timeout, so nothing depends on a wake.
+also claims before it waits, and ends within the long-poll timeout, so nothing depends on a wake; a
+handed job whose answer is lost is delivered again at the agent's next poll (it is assigned to it).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+# Claims a job for the waiter inside the caller's write transaction (its session); returns what the poll
+# answers with, or None when it claimed nothing (the waiter is then woken to look for itself).
+Hand = Callable[[Any], Awaitable[Any]]
+
 
 class Waiter:
-    __slots__ = ("agent_id", "event", "pool_id", "reason", "used")
+    __slots__ = ("agent_id", "answer", "event", "hand", "pool_id", "reason", "used")
 
-    def __init__(self, pool_id: str, agent_id: str) -> None:
+    def __init__(self, pool_id: str, agent_id: str, hand: Hand | None = None) -> None:
         self.pool_id = pool_id
         self.agent_id = agent_id
+        self.hand = hand
         self.event = asyncio.Event()
-        self.reason: str | None = None  # "job" or "agent"
+        self.reason: str | None = None  # "job", "handed", "agent" or "shutdown"
+        self.answer: Any = None  # what `hand` claimed, once its transaction committed
         self.used = False  # the poll went on to claim after the wake
 
     def wake(self, reason: str) -> None:
         if not self.event.is_set():
             self.reason = reason
             self.event.set()
+
+    def deliver(self, answer: Any) -> None:
+        """The job `hand` claimed is the waiter's: its transaction committed."""
+        if not self.event.is_set():
+            self.answer = answer
+            self.wake("handed")
 
     async def wait(self, timeout: float, gone: asyncio.Future[None] | None = None) -> bool:
         """True when woken; False on timeout, or when `gone` completes first (the client left)."""
@@ -59,8 +74,8 @@ class Dispatcher:
                 waiter.wake("shutdown")
 
     @contextmanager
-    def waiting(self, pool_id: str, agent_id: str, *, for_jobs: bool) -> Iterator[Waiter]:
-        waiter = Waiter(pool_id, agent_id)
+    def waiting(self, pool_id: str, agent_id: str, *, for_jobs: bool, hand: Hand | None = None) -> Iterator[Waiter]:
+        waiter = Waiter(pool_id, agent_id, hand)
         if for_jobs:
             self._pools.setdefault(pool_id, deque()).append(waiter)
         self._agents.setdefault(agent_id, set()).add(waiter)
@@ -99,6 +114,25 @@ class Dispatcher:
         if queue is not None and not queue:
             self._pools.pop(pool_id, None)
         return woken
+
+    def take(self, pool_id: str) -> Waiter | None:
+        """The pool's next waiter that can be handed a job (it leaves the queue): the caller's transaction
+        then claims for it and, once committed, delivers to it, or wakes it (rolled back, nothing claimed)."""
+        queue = self._pools.get(pool_id)
+        if not queue:
+            return None
+        for waiter in queue:
+            if waiter.hand is not None and not waiter.event.is_set():
+                queue.remove(waiter)
+                if not queue:
+                    del self._pools[pool_id]
+                return waiter
+        return None
+
+    def put_back(self, waiter: Waiter) -> None:
+        """A taken waiter that was handed nothing goes back to the head of its queue, if its poll still waits."""
+        if waiter in self._agents.get(waiter.agent_id, ()) and not waiter.event.is_set():
+            self._pools.setdefault(waiter.pool_id, deque()).appendleft(waiter)
 
     def wake_agent(self, agent_id: str) -> None:
         for waiter in list(self._agents.get(agent_id, ())):

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -49,7 +49,17 @@ JOB_SECONDS = Histogram(
 )
 
 
-def observe_dispatch(pool_id: str, queued_at: datetime | None, attempt: int) -> None:
+DISPATCHED = Counter(
+    "outpost_jobs_dispatched",
+    "Jobs given to agents, by pool and way: handed (to a waiting long-poll, in the transaction that queued "
+    "the job) or claimed (by a poll, on arrival or woken).",
+    ["pool", "way"],
+    registry=LIVE,
+)
+
+
+def observe_dispatch(pool_id: str, queued_at: datetime | None, attempt: int, way: str) -> None:
+    DISPATCHED.labels(pool_id, way).inc()
     if queued_at is not None and attempt == 1:
         DISPATCH_SECONDS.labels(pool_id).observe(max(0.0, (utcnow() - queued_at).total_seconds()))
 

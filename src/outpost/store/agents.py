@@ -66,6 +66,7 @@ _SESSION = (
 )
 # Locked rows are read afresh: the row may have changed since this transaction first loaded it.
 _SESSION_LOCKED = _SESSION.with_for_update(of=Agent).execution_options(populate_existing=True)
+_SESSION_IF_FREE = _SESSION.with_for_update(of=Agent, skip_locked=True).execution_options(populate_existing=True)
 
 
 async def authenticate_session(session: AsyncSession, secret: str, *, lock: bool = False) -> Agent:
@@ -76,7 +77,18 @@ async def authenticate_session(session: AsyncSession, secret: str, *, lock: bool
     row = (await session.execute(query, {"session_hash": hash_secret(secret)})).first()
     if row is None:
         raise Unauthorized("The agent session is unknown. Restart the agent to register again.")
-    agent, token_id, revoked_at = row
+    return _may_work(*row)
+
+
+async def lock_session_at_once(session: AsyncSession, secret: str) -> Agent | None:
+    """`authenticate_session(lock=True)` for a transaction that already holds other rows and so must not
+    wait for the agent's: None when another transaction holds it (PostgreSQL's SKIP LOCKED; SQLite has one
+    writer) or the session is unknown. AgentGone as there."""
+    row = (await session.execute(_SESSION_IF_FREE, {"session_hash": hash_secret(secret)})).first()
+    return None if row is None else _may_work(*row)
+
+
+def _may_work(agent: Agent, token_id: str | None, revoked_at: datetime | None) -> Agent:
     if token_id is None or revoked_at is not None:
         raise AgentGone("token_revoked", "The agent's pool token was revoked.")
     if agent.status == AgentStatus.ERRORED.value:

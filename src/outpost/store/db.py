@@ -106,10 +106,13 @@ class Database:
             _configure_sqlite(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
-        # Called inside each write that recorded wake-ups, just before it commits (NOTIFY on PostgreSQL).
+        # Called inside each write that recorded wake-ups, just before it commits (jobs handed to waiting
+        # polls; NOTIFY on PostgreSQL).
         self.before_commit: Callable[[AsyncSession], Awaitable[None]] | None = None
-        # Called with the session's info after each committed write (see outpost.store.events).
+        # Called with the session's info after each committed write (see outpost.store.events), and after
+        # each write that recorded something there and then failed.
         self.on_commit: Callable[[dict[Any, Any]], None] | None = None
+        self.on_rollback: Callable[[dict[Any, Any]], None] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -126,7 +129,9 @@ class Database:
                         yield session
                         if self.before_commit is not None and session.info:
                             await self.before_commit(session)
-                except DBAPIError as exc:
+                except BaseException as exc:
+                    if self.on_rollback is not None and session.info:
+                        self.on_rollback(session.info)
                     if is_contention(exc):
                         raise Contention("The database was busy with a conflicting change; try again.") from exc
                     raise

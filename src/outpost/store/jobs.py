@@ -26,11 +26,13 @@ from outpost.timeutil import utcnow
 @dataclass(frozen=True)
 class Claimed:
     job_id: str
+    agent_id: str
     token: str
     phase: str
     run_id: str
     attempt: int
     queued_at: datetime | None = None  # for the dispatch latency metric
+    redelivered: bool = False  # assigned before; this answer carries a fresh credential
 
 
 class JobFenced(Forbidden):
@@ -99,7 +101,13 @@ async def claim(
     # whichever replica, reads its jobs and delivers this one again if the answer is lost.
     events.wake_agent(session, agent_id)
     return Claimed(
-        job_id=row.id, token=secret, phase=row.phase, run_id=row.run_id, attempt=row.attempt, queued_at=row.created_at
+        job_id=row.id,
+        agent_id=agent_id,
+        token=secret,
+        phase=row.phase,
+        run_id=row.run_id,
+        attempt=row.attempt,
+        queued_at=row.created_at,
     )
 
 
@@ -142,7 +150,15 @@ async def redeliver(session: AsyncSession, job_id: str, agent_id: str) -> Claime
     ).first()
     if row is None:
         return None
-    return Claimed(job_id=row.id, token=secret, phase=row.phase, run_id=row.run_id, attempt=row.attempt)
+    return Claimed(
+        job_id=row.id,
+        agent_id=agent_id,
+        token=secret,
+        phase=row.phase,
+        run_id=row.run_id,
+        attempt=row.attempt,
+        redelivered=True,
+    )
 
 
 _Row = TypeVarTuple("_Row")

@@ -237,9 +237,23 @@ async def _poll(
                 claimed.append(fresh)
         return claimed
 
+    async def hand(session: AsyncSession) -> list[jobs_store.Claimed] | None:
+        """Inside another request's write transaction that queued a job (outpost.server.context): what the
+        woken poll would do below, if it can be done at once, without waiting for a lock or raising there."""
+        agent = await agents_store.lock_session_at_once(session, secret)
+        if agent is None:
+            return None
+        held = await jobs_store.agent_jobs(session, agent_id)
+        if _pending_orders(held.orders(), applied) or held.undelivered(running):
+            return None  # news to answer with first: woken, the poll looks itself
+        fresh = await jobs_store.claim(session, agent_id, lease, locked=(agent, held.active))
+        return None if fresh is None else [fresh]
+
     woken_for_job = False
     while True:
-        with app.dispatcher.waiting(pool_id, agent_id, for_jobs=accept > 0) as waiter:
+        with app.dispatcher.waiting(
+            pool_id, agent_id, for_jobs=accept > 0, hand=hand if accept > 0 else None
+        ) as waiter:
             if woken_for_job:
                 # Woken because a job was queued: look and claim in one write transaction, not a read
                 # followed by a write, with the agent locked by its authentication (this is the dispatch
@@ -259,17 +273,26 @@ async def _poll(
                 if lost or queued:
                     async with app.db.write() as session:
                         claimed = await take(session, lost, queued)
-            if claimed:
-                app.quiet.forget(agent_id)  # busy now: its heartbeats renew the job's lease
-            for fresh_claim in claimed:
-                metrics.observe_dispatch(pool_id, fresh_claim.queued_at, fresh_claim.attempt)
             if orders or claimed:
-                jobs = [{"id": c.job_id, "token": c.token, "phase": c.phase, "run_id": c.run_id} for c in claimed]
-                return JSONResponse({"jobs": jobs, "cancel": orders})
+                return _jobs_answer(app, pool_id, claimed, orders, "claimed")
             remaining = deadline - loop.time()
             if remaining <= 0 or app.dispatcher.closed or not await waiter.wait(remaining, gone):
                 return JSONResponse({"jobs": [], "cancel": []})
+            if waiter.reason == "handed":
+                return _jobs_answer(app, pool_id, waiter.answer, [], "handed")
             woken_for_job = waiter.reason == "job" and accept > 0
+
+
+def _jobs_answer(
+    app: Outpost, pool_id: str, claimed: list[jobs_store.Claimed], orders: list[dict[str, str]], way: str
+) -> Response:
+    if claimed:
+        app.quiet.forget(claimed[0].agent_id)  # busy now: its heartbeats renew the job's lease
+    for job in claimed:
+        if not job.redelivered:
+            metrics.observe_dispatch(pool_id, job.queued_at, job.attempt, way)
+    jobs = [{"id": c.job_id, "token": c.token, "phase": c.phase, "run_id": c.run_id} for c in claimed]
+    return JSONResponse({"jobs": jobs, "cancel": orders})
 
 
 @router.post("/heartbeat")
