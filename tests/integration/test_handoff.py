@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from outpost.config import ServerConfig
 from outpost.domain.jobs import JobStatus
 from outpost.errors import Forbidden
 from outpost.server.context import Outpost
-from outpost.server.dispatch import Dispatcher
+from outpost.server.dispatch import Dispatcher, Hand, Waiter
 from outpost.server.pings import PingBuffer
 from outpost.store import configs, jobs, runs
 from outpost.store.runs import RunOptions
@@ -63,6 +63,24 @@ def claiming(agent_id: str) -> Callable[[Any], Awaitable[list[jobs.Claimed] | No
     return hand
 
 
+@asynccontextmanager
+async def polls(app: Outpost, world: World, *agents: tuple[str, Hand]) -> AsyncIterator[list[Waiter]]:
+    """Long-polls of these agents waiting in the pool (inside `wait`: only those are handed jobs)."""
+    with ExitStack() as stack:
+        waiters = [
+            stack.enter_context(app.dispatcher.waiting(world.pool_id, agent_id, for_jobs=True, hand=hand))
+            for agent_id, hand in agents
+        ]
+        waits = [asyncio.ensure_future(w.wait(30)) for w in waiters]
+        await asyncio.sleep(0)
+        try:
+            yield waiters
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+
 async def queue_run(session: Any) -> str:
     ws = (await session.execute(select(Workspace).where(Workspace.name == "infra"))).scalar_one()
     cv = (
@@ -79,9 +97,9 @@ async def job_of(app: Outpost, run_id: str) -> Job:
 async def test_job_is_handed_to_the_first_waiter_in_the_queuing_transaction(tmp_path: Path) -> None:
     async with outpost(tmp_path, [1, 1]) as (app, world):
         first_id, second_id = world.agent_ids
-        with (
-            app.dispatcher.waiting(world.pool_id, first_id, for_jobs=True, hand=claiming(first_id)) as first,
-            app.dispatcher.waiting(world.pool_id, second_id, for_jobs=True, hand=claiming(second_id)) as second,
+        async with polls(app, world, (first_id, claiming(first_id)), (second_id, claiming(second_id))) as (
+            first,
+            second,
         ):
             async with app.db.write() as s:
                 run_id = await queue_run(s)
@@ -90,7 +108,6 @@ async def test_job_is_handed_to_the_first_waiter_in_the_queuing_transaction(tmp_
             (claimed,) = first.answer
             job = await job_of(app, run_id)
             assert (claimed.job_id, job.status, job.agent_id) == (job.id, JobStatus.ASSIGNED.value, first_id)
-            first.used = True
 
 
 async def test_rolled_back_handoff_claims_nothing_and_the_polls_wait_on_in_their_order(tmp_path: Path) -> None:
@@ -100,10 +117,7 @@ async def test_rolled_back_handoff_claims_nothing_and_the_polls_wait_on_in_their
         async def broken(session: Any) -> None:
             raise RuntimeError("the database connection was lost")
 
-        with (
-            app.dispatcher.waiting(world.pool_id, first_id, for_jobs=True, hand=claiming(first_id)) as first,
-            app.dispatcher.waiting(world.pool_id, second_id, for_jobs=True, hand=broken) as second,
-        ):
+        async with polls(app, world, (first_id, claiming(first_id)), (second_id, broken)) as (first, second):
             with pytest.raises(RuntimeError):
                 async with app.db.write() as s:
                     await queue_run(s)
@@ -118,7 +132,6 @@ async def test_rolled_back_handoff_claims_nothing_and_the_polls_wait_on_in_their
             async with app.db.write() as s:
                 run_id = await queue_run(s)
             assert first.reason == "handed" and (await job_of(app, run_id)).agent_id == first_id
-            first.used = True
 
 
 async def test_agent_that_may_no_longer_work_is_woken_and_the_job_goes_to_the_next(tmp_path: Path) -> None:
@@ -128,15 +141,11 @@ async def test_agent_that_may_no_longer_work_is_woken_and_the_job_goes_to_the_ne
         async def refused(session: Any) -> None:
             raise Forbidden("The agent's pool token was revoked.")
 
-        with (
-            app.dispatcher.waiting(world.pool_id, gone_id, for_jobs=True, hand=refused) as gone,
-            app.dispatcher.waiting(world.pool_id, next_id, for_jobs=True, hand=claiming(next_id)) as following,
-        ):
+        async with polls(app, world, (gone_id, refused), (next_id, claiming(next_id))) as (gone, following):
             async with app.db.write() as s:
                 run_id = await queue_run(s)
             assert gone.reason == "agent", "woken to hear why from its own look"
             assert following.reason == "handed" and (await job_of(app, run_id)).agent_id == next_id
-            following.used = True
 
 
 async def test_nothing_claimed_leaves_the_ordinary_wake(tmp_path: Path) -> None:
@@ -146,16 +155,12 @@ async def test_nothing_claimed_leaves_the_ordinary_wake(tmp_path: Path) -> None:
         async def nothing(session: Any) -> None:
             return None  # e.g. the agent's row is locked by another transaction
 
-        with (
-            app.dispatcher.waiting(world.pool_id, busy_id, for_jobs=True, hand=nothing) as busy,
-            app.dispatcher.waiting(world.pool_id, other_id, for_jobs=True, hand=claiming(other_id)) as other,
-        ):
+        async with polls(app, world, (busy_id, nothing), (other_id, claiming(other_id))) as (busy, other):
             async with app.db.write() as s:
                 run_id = await queue_run(s)
             assert busy.reason == "job", "woken, to claim for itself"
             assert not other.event.is_set(), "one wake for one job"
             assert (await job_of(app, run_id)).status == JobStatus.QUEUED.value
-            busy.used = True
 
 
 # Over the real agent protocol: the poll's own `hand` (outpost.server.agent_api.routes).

@@ -205,23 +205,36 @@ async def _hand(session: object) -> str:
     return "claimed"
 
 
-def test_take_gives_the_first_waiter_that_can_be_handed_a_job() -> None:
+async def waiting_in(*waiters: Waiter, timeout: float = 30) -> list[asyncio.Future[bool]]:
+    """The waiters' polls inside `wait` (only those are handed jobs)."""
+    polls = [asyncio.ensure_future(w.wait(timeout)) for w in waiters]
+    await asyncio.sleep(0)
+    return polls
+
+
+@pytest.mark.anyio
+async def test_take_gives_the_first_waiting_poll_that_can_be_handed_a_job() -> None:
     d = Dispatcher()
     with (
         d.waiting(POOL, "agent-0", for_jobs=True) as plain,
         d.waiting(POOL, "agent-1", for_jobs=True, hand=_hand) as woken_already,
-        d.waiting(POOL, "agent-2", for_jobs=True, hand=_hand) as first,
-        d.waiting(POOL, "agent-3", for_jobs=True, hand=_hand) as second,
+        d.waiting(POOL, "agent-2", for_jobs=True, hand=_hand) as still_looking,
+        d.waiting(POOL, "agent-3", for_jobs=True, hand=_hand) as first,
+        d.waiting(POOL, "agent-4", for_jobs=True, hand=_hand) as second,
     ):
+        polls = await waiting_in(plain, woken_already, first, second)
         woken_already.wake("agent")
-        assert d.take(POOL) is first, "a waiter without `hand`, or already woken, is passed over"
-        assert d.waiting_count(POOL) == 3, "the taken waiter left the queue"
+        taken = d.take(POOL)
+        assert taken is first, "passed over: no `hand`, woken already, not yet inside `wait`"
+        assert first.taken is True
+        assert d.waiting_count(POOL) == 4, "the taken waiter left the queue"
         assert d.take(OTHER_POOL) is None
-        assert d.wake_pool(POOL, count=5) == 2
-        assert woken(plain, second) == [True, True]
+        assert d.wake_pool(POOL, count=5) == 3
+        assert woken(plain, still_looking, second) == [True, True, True]
         assert first.event.is_set() is False, "a taken waiter is not woken by the pool's wakes"
-        for w in (plain, woken_already, second):
-            w.used = True
+        first.deliver(["job-1"])
+        assert await asyncio.gather(*polls) == [True, True, True, True]
+        await still_looking.wait(0)
     assert_empty(d)
 
 
@@ -231,12 +244,11 @@ async def test_delivered_answer_ends_the_wait_and_no_wake_is_passed_on() -> None
     first_cm = d.waiting(POOL, "agent-1", for_jobs=True, hand=_hand)
     first = first_cm.__enter__()
     with d.waiting(POOL, "agent-2", for_jobs=True, hand=_hand) as second:
-        waiting = asyncio.ensure_future(first.wait(timeout=30))
-        await asyncio.sleep(0)
+        (poll,) = await waiting_in(first)
         assert d.take(POOL) is first
         first.deliver(["job-1"])
-        assert await waiting is True
-        assert (first.reason, first.answer) == ("handed", ["job-1"])
+        assert await poll is True
+        assert (first.reason, first.answer, first.taken) == ("handed", ["job-1"], False)
         first.deliver(["job-2"])
         assert first.answer == ["job-1"], "one answer per wait"
         first_cm.__exit__(None, None, None)
@@ -244,21 +256,49 @@ async def test_delivered_answer_ends_the_wait_and_no_wake_is_passed_on() -> None
     assert_empty(d)
 
 
-def test_put_back_returns_a_waiting_poll_to_the_head_of_its_queue_only() -> None:
+@pytest.mark.anyio
+async def test_taken_poll_past_its_deadline_waits_for_the_transaction() -> None:
+    """A poll whose deadline passes while a transaction claims for it keeps waiting for that answer;
+    handed nothing, it ends then (or claims itself, when a wake reaches it first)."""
+    d = Dispatcher()
+    with d.waiting(POOL, "agent-1", for_jobs=True, hand=_hand) as first:
+        (poll,) = await waiting_in(first, timeout=0.01)
+        assert d.take(POOL) is first
+        await asyncio.sleep(0.05)
+        assert not poll.done(), "past its deadline, still waiting for the answer"
+        first.deliver(["job-1"])
+        assert await poll is True and first.answer == ["job-1"]
+    with d.waiting(POOL, "agent-1", for_jobs=True, hand=_hand) as again:
+        (poll,) = await waiting_in(again, timeout=0.01)
+        assert d.take(POOL) is again
+        await asyncio.sleep(0.05)
+        d.put_back(again)
+        assert await poll is False and again.taken is False
+    with d.waiting(POOL, "agent-1", for_jobs=True, hand=_hand) as woken_back:
+        (poll,) = await waiting_in(woken_back, timeout=0.01)
+        assert d.take(POOL) is woken_back
+        await asyncio.sleep(0.05)
+        d.put_back(woken_back)
+        assert d.wake_pool(POOL) == 1
+        assert await poll is True and woken_back.reason == "job"
+    assert_empty(d)
+
+
+@pytest.mark.anyio
+async def test_put_back_returns_a_waiting_poll_to_the_head_of_its_queue_only() -> None:
     d = Dispatcher()
     with d.waiting(POOL, "agent-1", for_jobs=True, hand=_hand) as first:
         with d.waiting(POOL, "agent-2", for_jobs=True, hand=_hand) as second:
+            polls = await waiting_in(first, second)
             assert d.take(POOL) is first
             d.put_back(first)
             assert d.take(POOL) is first, "back at the head, before the waiters that came after it"
             d.put_back(first)
-            assert d.take(POOL) is first
-            d.put_back(first)
             assert d.wake_pool(POOL) == 1 and first.reason == "job"
-            first.used = True
             assert d.take(POOL) is second
+            polls[1].cancel()
+            await asyncio.gather(*polls, return_exceptions=True)
         d.put_back(second)  # its poll has left: not queued again
         assert d.waiting_count(POOL) == 0
-        first_taken_again = d.take(POOL)
-        assert first_taken_again is None, "woken waiters are not taken"
+        assert d.take(POOL) is None, "woken waiters are not taken"
     assert_empty(d)

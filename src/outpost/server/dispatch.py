@@ -24,7 +24,7 @@ Hand = Callable[[Any], Awaitable[Any]]
 
 
 class Waiter:
-    __slots__ = ("agent_id", "answer", "event", "hand", "pool_id", "reason", "used")
+    __slots__ = ("_settled", "agent_id", "answer", "event", "hand", "pool_id", "reason", "taken", "used", "waiting")
 
     def __init__(self, pool_id: str, agent_id: str, hand: Hand | None = None) -> None:
         self.pool_id = pool_id
@@ -34,11 +34,15 @@ class Waiter:
         self.reason: str | None = None  # "job", "handed", "agent" or "shutdown"
         self.answer: Any = None  # what `hand` claimed, once its transaction committed
         self.used = False  # the poll went on to claim after the wake
+        self.waiting = False  # inside `wait`: only such a poll is handed a job
+        self.taken = False  # a transaction is claiming for it (Dispatcher.take), not yet settled
+        self._settled: asyncio.Future[None] | None = None
 
     def wake(self, reason: str) -> None:
         if not self.event.is_set():
             self.reason = reason
             self.event.set()
+        self.settle()
 
     def deliver(self, answer: Any) -> None:
         """The job `hand` claimed is the waiter's: its transaction committed."""
@@ -46,13 +50,26 @@ class Waiter:
             self.answer = answer
             self.wake("handed")
 
+    def settle(self) -> None:
+        """The transaction that took the waiter is over (`deliver`, `wake` or `Dispatcher.put_back`)."""
+        self.taken = False
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
     async def wait(self, timeout: float, gone: asyncio.Future[None] | None = None) -> bool:
         """True when woken; False on timeout, or when `gone` completes first (the client left)."""
         woken = asyncio.ensure_future(self.event.wait())
         waits: list[asyncio.Future[Any]] = [woken] if gone is None else [woken, gone]
+        self.waiting = True
         try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not done and self.taken:
+                # Past the deadline while a transaction claims a job for this poll: its answer is due at
+                # that commit (a poll ending now would leave the job to the agent's next poll, later).
+                self._settled = asyncio.get_running_loop().create_future()
+                await asyncio.wait([*waits, self._settled], return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.waiting = False
             woken.cancel()
         if not self.event.is_set() or (gone is not None and gone.done()):
             return False
@@ -122,17 +139,20 @@ class Dispatcher:
         if not queue:
             return None
         for waiter in queue:
-            if waiter.hand is not None and not waiter.event.is_set():
+            if waiter.hand is not None and waiter.waiting and not waiter.event.is_set():
                 queue.remove(waiter)
                 if not queue:
                     del self._pools[pool_id]
+                waiter.taken = True
                 return waiter
         return None
 
     def put_back(self, waiter: Waiter) -> None:
-        """A taken waiter that was handed nothing goes back to the head of its queue, if its poll still waits."""
+        """A taken waiter that was handed nothing goes back to the head of its queue, if its poll still waits
+        (one past its deadline ends now, unless a wake that follows reaches it first)."""
         if waiter in self._agents.get(waiter.agent_id, ()) and not waiter.event.is_set():
             self._pools.setdefault(waiter.pool_id, deque()).appendleft(waiter)
+        waiter.settle()
 
     def wake_agent(self, agent_id: str) -> None:
         for waiter in list(self._agents.get(agent_id, ())):

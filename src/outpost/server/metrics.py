@@ -52,7 +52,7 @@ JOB_SECONDS = Histogram(
 DISPATCHED = Counter(
     "outpost_jobs_dispatched",
     "Jobs given to agents, by pool and way: handed (to a waiting long-poll, in the transaction that queued "
-    "the job) or claimed (by a poll, on arrival or woken).",
+    "the job), claimed (by a poll, on arrival or woken) or redelivered (after an answer that was lost).",
     ["pool", "way"],
     registry=LIVE,
 )

@@ -289,8 +289,7 @@ def _jobs_answer(
     if claimed:
         app.quiet.forget(claimed[0].agent_id)  # busy now: its heartbeats renew the job's lease
     for job in claimed:
-        if not job.redelivered:
-            metrics.observe_dispatch(pool_id, job.queued_at, job.attempt, way)
+        metrics.observe_dispatch(pool_id, job.queued_at, job.attempt, "redelivered" if job.redelivered else way)
     jobs = [{"id": c.job_id, "token": c.token, "phase": c.phase, "run_id": c.run_id} for c in claimed]
     return JSONResponse({"jobs": jobs, "cancel": orders})
 
