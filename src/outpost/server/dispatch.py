@@ -133,8 +133,8 @@ class Dispatcher:
         return woken
 
     def take(self, pool_id: str) -> Waiter | None:
-        """The pool's next waiter that can be handed a job (it leaves the queue): the caller's transaction
-        then claims for it and, once committed, delivers to it, or wakes it (rolled back, nothing claimed)."""
+        """The pool's next waiting poll that can be handed a job (it leaves the queue): the caller's
+        transaction claims for it, then delivers the answer, wakes it, or puts it back (outpost.server.context)."""
         queue = self._pools.get(pool_id)
         if not queue:
             return None
