@@ -26,7 +26,6 @@ from outpost.timeutil import utcnow
 @dataclass(frozen=True)
 class Claimed:
     job_id: str
-    agent_id: str
     token: str
     phase: str
     run_id: str
@@ -100,15 +99,7 @@ async def claim(
     # Announced: every replica forgets the agent was quiet (outpost.server.quiet), so its next poll, on
     # whichever replica, reads its jobs and delivers this one again if the answer is lost.
     events.wake_agent(session, agent_id)
-    return Claimed(
-        job_id=row.id,
-        agent_id=agent_id,
-        token=secret,
-        phase=row.phase,
-        run_id=row.run_id,
-        attempt=row.attempt,
-        queued_at=row.created_at,
-    )
+    return Claimed(row.id, secret, row.phase, row.run_id, row.attempt, queued_at=row.created_at)
 
 
 def requeue(session: AsyncSession, job: Job) -> None:
@@ -150,15 +141,7 @@ async def redeliver(session: AsyncSession, job_id: str, agent_id: str) -> Claime
     ).first()
     if row is None:
         return None
-    return Claimed(
-        job_id=row.id,
-        agent_id=agent_id,
-        token=secret,
-        phase=row.phase,
-        run_id=row.run_id,
-        attempt=row.attempt,
-        redelivered=True,
-    )
+    return Claimed(row.id, secret, row.phase, row.run_id, row.attempt, redelivered=True)
 
 
 _Row = TypeVarTuple("_Row")

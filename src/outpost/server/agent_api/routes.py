@@ -274,20 +274,20 @@ async def _poll(
                     async with app.db.write() as session:
                         claimed = await take(session, lost, queued)
             if orders or claimed:
-                return _jobs_answer(app, pool_id, claimed, orders, "claimed")
+                return _jobs_answer(app, agent_id, pool_id, claimed, orders, "claimed")
             remaining = deadline - loop.time()
             if remaining <= 0 or app.dispatcher.closed or not await waiter.wait(remaining, gone):
                 return JSONResponse({"jobs": [], "cancel": []})
             if waiter.reason == "handed":
-                return _jobs_answer(app, pool_id, waiter.answer, [], "handed")
+                return _jobs_answer(app, agent_id, pool_id, waiter.answer, [], "handed")
             woken_for_job = waiter.reason == "job" and accept > 0
 
 
 def _jobs_answer(
-    app: Outpost, pool_id: str, claimed: list[jobs_store.Claimed], orders: list[dict[str, str]], way: str
+    app: Outpost, agent_id: str, pool_id: str, claimed: list[jobs_store.Claimed], orders: list[dict[str, str]], way: str
 ) -> Response:
     if claimed:
-        app.quiet.forget(claimed[0].agent_id)  # busy now: its heartbeats renew the job's lease
+        app.quiet.forget(agent_id)  # busy now: its heartbeats renew the job's lease
     for job in claimed:
         metrics.observe_dispatch(pool_id, job.queued_at, job.attempt, "redelivered" if job.redelivered else way)
     jobs = [{"id": c.job_id, "token": c.token, "phase": c.phase, "run_id": c.run_id} for c in claimed]
