@@ -47,6 +47,7 @@ class LogStream:
         self.masker = masker
         self._data = asyncio.Event()
         self._closing = False
+        self._closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -77,7 +78,9 @@ class LogStream:
             await self._data.wait()
             self._data.clear()
             if not self._closing:
-                await asyncio.sleep(BATCH_WAIT)
+                # Cut short by close(): the job's end waits for its log, and its next job for that end.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), BATCH_WAIT)
             while self.acked < self.written:
                 chunk = os.pread(self.fd, min(CHUNK, self.written - self.acked), self.acked)
                 server_size, orders = await self.client.append_log(
@@ -96,6 +99,7 @@ class LogStream:
         if self.masker is not None:
             self._append(self.masker.flush())
         self._closing = True
+        self._closed.set()
         self._data.set()
         if self._task is not None:
             await self._task
