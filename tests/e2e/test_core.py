@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from outpost.agent.job import summarize_plan
 from outpost.api_client import OutpostAPI
 from tests.conftest import CONFIGS, EXAMPLES
 from tests.support.processes import Proc, clean_env, free_port, wait_until
@@ -166,6 +167,56 @@ def test_an_agent_applies_in_the_directory_of_its_own_plan(  # type: ignore[no-u
     # The state the reused directory produced is the real one: planning again finds nothing to do.
     again = api.wait_for_run(api.create_run(ws["id"], cv)["id"], {"planned_and_finished", "planned", "errored"})
     assert again["attributes"]["status"] == "planned_and_finished", api.read_log(again, "plan")
+
+
+def test_an_auto_applied_plan_leaves_its_json_to_the_apply(api: OutpostAPI, org: tuple[str, str], start) -> None:  # type: ignore[no-untyped-def]
+    """A plan that applies at once is reported from terraform's exit status and summary line; its JSON is
+    rendered beside the apply, by whichever agent applies. Any other plan stores its JSON itself."""
+    pool_id, token = _pool_with_token(api, org[0])
+    planner: Proc = start(token, "--single", name="planner")
+    ws = api.create_workspace(org[0], "deferred", execution_mode="agent", agent_pool_id=pool_id, auto_apply=True)
+    label = api.add_variable(ws["id"], "label", "one")
+    cv = api.upload_configuration(ws["id"], CONFIGS / "counter")
+
+    # The planner exits after its plan: the apply waits for an agent that has neither the plan's directory
+    # nor its JSON, and the run's counts come from the plan's summary line.
+    run = api.wait_for_run(api.create_run(ws["id"], cv)["id"], {"apply_queued", "errored"})
+    assert run["attributes"]["status"] == "apply_queued", api.read_log(run, "plan")
+    assert planner.wait(30) == 0
+    plan = api.phase(run, "plan")
+    assert plan["attributes"]["resource-additions"] == 3 and run["attributes"]["has-changes"] is True
+    assert api.http.get(f"/plans/{plan['id']}/json-output").status_code == 404  # not yet: the apply renders it
+
+    applier: Proc = start(token, name="applier")
+    run = api.wait_for_run(run["id"], {"applied", "errored"})
+    assert run["attributes"]["status"] == "applied", api.read_log(run, "apply")
+    assert "terraform show -json" not in api.read_log(run, "apply")  # no warning: the JSON was stored
+    rendered = api.request("GET", f"/plans/{plan['id']}/json-output")
+    assert summarize_plan(rendered) == {"has_changes": True, "additions": 3, "changes": 0, "destructions": 0}
+
+    # Replacing three and adding one, planned and applied by one agent in one directory: the summary line's
+    # counts are the JSON's.
+    api.request(
+        "PATCH",
+        f"/workspaces/{ws['id']}/vars/{label['id']}",
+        {"data": {"type": "vars", "id": label["id"], "attributes": {"value": "two"}}},
+    )
+    api.add_variable(ws["id"], "n", "4")
+    run = api.wait_for_run(api.create_run(ws["id"], cv)["id"], {"applied", "errored"})
+    assert run["attributes"]["status"] == "applied", api.read_log(run, "plan") + api.read_log(run, "apply")
+    plan = api.phase(run, "plan")
+    counts = {k: plan["attributes"][f"resource-{k}"] for k in ("additions", "changes", "destructions")}
+    assert counts == {"additions": 4, "changes": 0, "destructions": 3}
+    rendered = api.request("GET", f"/plans/{plan['id']}/json-output")
+    assert summarize_plan(rendered) == {"has_changes": True, **counts}
+    assert applier.output().count("applying in the plan's directory") == 1
+    assert api.current_outputs(ws["id"])["labels"] == [f"two-{k}" for k in range(4)]
+
+    # Nothing to apply: the plan job stores the JSON itself.
+    run = api.wait_for_run(api.create_run(ws["id"], cv)["id"], {"planned_and_finished", "applied", "errored"})
+    assert run["attributes"]["status"] == "planned_and_finished", api.read_log(run, "plan")
+    rendered = api.request("GET", f"/plans/{api.phase(run, 'plan')['id']}/json-output")
+    assert summarize_plan(rendered)["has_changes"] is False
 
 
 def test_quickstart_demo(tmp_path: Path) -> None:

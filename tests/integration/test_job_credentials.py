@@ -136,6 +136,66 @@ def test_each_credential_reaches_only_its_part(steady: tuple[World, AgentProtoco
     assert world.owner.ok("GET", f"/agents/{agent_id}")["data"]["attributes"]["status"] == "busy"  # type: ignore[union-attr]
 
 
+def _plan_and_claim_apply(
+    world: World, protocol: AgentProtocol, pool: str, pool_token: str, name: str, *, plan_json: bytes | None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """An auto-applied run planned with changes (its JSON stored by the plan job or not): the run, the
+    apply job's payload and the apply job as claimed."""
+    ws = world.workspace(name, **{"execution-mode": "agent", "agent-pool-id": pool, "auto-apply": True})
+    run = world.run(ws, world.upload(ws))
+    _, session = protocol.register(pool_token)
+    (plan_job,) = protocol.claim(session, 1)
+    payload = protocol.call("GET", f"/jobs/{plan_job['id']}", plan_job["token"]).json()
+    assert payload["run"]["auto_apply"] is True  # what lets the agent leave the JSON to the apply
+    assert protocol.call("POST", f"/jobs/{plan_job['id']}/start", plan_job["token"]).status_code == 204
+    put = protocol.call("PUT", f"/jobs/{plan_job['id']}/plan-file", plan_job["token"], content=b"saved plan")
+    assert put.status_code == 204, put.text
+    if plan_json is not None:
+        put = protocol.call("PUT", f"/jobs/{plan_job['id']}/plan-json", plan_job["token"], content=plan_json)
+        assert put.status_code == 204, put.text
+    result = {"outcome": "succeeded", "has_changes": True, "additions": 1, "log_size": 0}
+    assert protocol.call("POST", f"/jobs/{plan_job['id']}/finish", plan_job["token"], json=result).status_code == 204
+    (apply_job,) = protocol.claim(session, 1)
+    assert apply_job["run_id"] == run["id"]
+    payload = protocol.call("GET", f"/jobs/{apply_job['id']}", apply_job["token"]).json()
+    assert payload["phase"] == "apply"
+    return run, payload, apply_job
+
+
+def test_an_apply_job_writes_only_the_json_of_a_plan_that_has_none(steady: tuple[World, AgentProtocol]) -> None:
+    world, protocol = steady
+    owner = world.owner
+    assert owner is not None
+    pool, pool_token = _pool(world, "p")
+    run, payload, job = _plan_and_claim_apply(world, protocol, pool, pool_token, "deferred", plan_json=None)
+    plan_id = run["relationships"]["plan"]["data"]["id"]
+    assert payload["plan_json_stored"] is False
+    missing = owner.call("GET", f"/api/v2/plans/{plan_id}/json-output")
+    assert missing.status_code == 404 and "no JSON output yet" in missing.text
+
+    # The apply stores the missing JSON, and the same bytes again (a retry after a lost answer) change
+    # nothing; other bytes, or the saved plan itself, are refused.
+    rendered = b'{"resource_changes": [{"address": "null_resource.a", "change": {"actions": ["create"]}}]}'
+    for _ in range(2):
+        put = protocol.call("PUT", f"/jobs/{job['id']}/plan-json", job["token"], content=rendered)
+        assert put.status_code == 204, put.text
+    refused = protocol.call("PUT", f"/jobs/{job['id']}/plan-json", job["token"], content=b'{"other": 1}')
+    assert refused.status_code == 409 and "already stored" in refused.json()["errors"][0]["detail"]
+    refused = protocol.call("PUT", f"/jobs/{job['id']}/plan-file", job["token"], content=b"another plan")
+    assert refused.status_code == 403
+    got = owner.call("GET", f"/api/v2/plans/{plan_id}/json-output")
+    assert got.content == rendered, got.text
+    assert protocol.call("GET", f"/jobs/{job['id']}/plan-file", job["token"]).content == b"saved plan"
+
+    # A plan that stored its own JSON keeps it: the apply is told so, and may not replace it.
+    run, payload, job = _plan_and_claim_apply(world, protocol, pool, pool_token, "stored", plan_json=b'{"mine": 1}')
+    assert payload["plan_json_stored"] is True
+    refused = protocol.call("PUT", f"/jobs/{job['id']}/plan-json", job["token"], content=rendered)
+    assert refused.status_code == 409
+    plan_id = run["relationships"]["plan"]["data"]["id"]
+    assert owner.call("GET", f"/api/v2/plans/{plan_id}/json-output").content == b'{"mine": 1}'
+
+
 def test_job_credential_dies_with_its_errored_agent(world: World, protocol: AgentProtocol) -> None:
     pool, pool_token = _pool(world, "p")
     run = _queued_run(world, pool, "a")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from outpost.agent.job import summarize_plan
+from outpost.agent.job import _APPLY_SUMMARY, _PLAN_SUMMARY, summarize_plan, summary_counts
 from outpost.agent.terraform import BASE_PATH, PASSTHROUGH, job_environment, tfvars
 
 
@@ -205,3 +205,32 @@ def test_output_only_change_has_changes() -> None:
 )
 def test_no_op_plan_has_no_changes(plan: dict[str, Any]) -> None:
     assert summarize_plan(plan) == {"has_changes": False, "additions": 0, "changes": 0, "destructions": 0}
+
+
+# --- summary lines --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output", "counts"),
+    [
+        (b"Plan: 3 to add, 0 to change, 0 to destroy.\n", {"additions": 3, "changes": 0, "destructions": 0}),
+        # 1.5 and later count imports first
+        (
+            b"Plan: 1 to import, 2 to add, 1 to change, 4 to destroy.\n",
+            {"additions": 2, "changes": 1, "destructions": 4},
+        ),
+        # a value in the plan that reads like a summary comes before the real one
+        (
+            b'  + triggers = { "x" = "9 to add, 9 to change, 9 to destroy." }\n\nPlan: 1 to add, 0 to change, 0 to destroy.\n',
+            {"additions": 1, "changes": 0, "destructions": 0},
+        ),
+        (b"Changes to Outputs:\n  + x = 1\n", {}),  # outputs only: no summary line
+    ],
+)
+def test_plan_summary_counts(output: bytes, counts: dict[str, int]) -> None:
+    assert summary_counts(_PLAN_SUMMARY, output) == counts
+
+
+def test_apply_summary_counts() -> None:
+    output = b"null_resource.r: Creation complete\n\nApply complete! Resources: 2 added, 1 changed, 0 destroyed.\n"
+    assert summary_counts(_APPLY_SUMMARY, output) == {"additions": 2, "changes": 1, "destructions": 0}

@@ -64,7 +64,8 @@ class JobRight(StrEnum):
     READ_STATE = "read-state"
     WRITE_LOG = "write-log"
     FINISH = "finish"
-    WRITE_PLAN = "write-plan"  # the saved plan and its JSON
+    WRITE_PLAN = "write-plan"  # the saved plan
+    WRITE_PLAN_JSON = "write-plan-json"  # `terraform show -json` of the saved plan
     READ_PLAN = "read-plan"
     WRITE_STATE = "write-state"
 
@@ -73,8 +74,10 @@ _COMMON = frozenset(
     {JobRight.READ, JobRight.READ_CONFIGURATION, JobRight.READ_STATE, JobRight.WRITE_LOG, JobRight.FINISH}
 )
 
-# A plan job writes a plan and never state; an apply job reads that plan and writes state.
+# A plan job writes a plan and never state; an apply job reads that plan and writes state. An apply job
+# also writes the plan's JSON, but only while the plan has none: an auto-applied plan leaves it to the
+# apply, which renders it beside `terraform apply` instead of before the plan is reported (store/jobs.py).
 JOB_RIGHTS: dict[Phase, frozenset[JobRight]] = {
-    Phase.PLAN: _COMMON | {JobRight.WRITE_PLAN},
-    Phase.APPLY: _COMMON | {JobRight.READ_PLAN, JobRight.WRITE_STATE},
+    Phase.PLAN: _COMMON | {JobRight.WRITE_PLAN, JobRight.WRITE_PLAN_JSON},
+    Phase.APPLY: _COMMON | {JobRight.READ_PLAN, JobRight.WRITE_STATE, JobRight.WRITE_PLAN_JSON},
 }

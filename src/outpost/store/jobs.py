@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVarTuple
@@ -274,9 +275,18 @@ async def payload(session: AsyncSession, job: Job, box: Encryptor) -> dict[str, 
     phase = await phase_of(session, job)
     extra: dict[str, Any] = {}
     if job.phase == Phase.APPLY.value:
-        # The saved plan's digest: an agent that kept the plan's directory applies there (agent/kept.py).
-        digest = select(Blob.sha256).join(Plan, Plan.plan_file_blob_id == Blob.id).where(Plan.run_id == run.id)
-        extra["plan_sha256"] = (await session.execute(digest)).scalar_one_or_none()
+        # The saved plan's digest: an agent that kept the plan's directory applies there (agent/kept.py);
+        # and whether the plan's JSON is stored: when it is not, the apply renders it (store_plan).
+        saved = (
+            await session.execute(
+                select(Blob.sha256, Plan.plan_json_blob_id)
+                .select_from(Plan)
+                .outerjoin(Blob, Plan.plan_file_blob_id == Blob.id)
+                .where(Plan.run_id == run.id)
+            )
+        ).one()
+        extra["plan_sha256"] = saved.sha256
+        extra["plan_json_stored"] = saved.plan_json_blob_id is not None
     return {
         "id": job.id,
         "phase": job.phase,
@@ -289,6 +299,7 @@ async def payload(session: AsyncSession, job: Job, box: Encryptor) -> dict[str, 
             "refresh": run.refresh,
             "refresh_only": run.refresh_only,
             "plan_only": run.plan_only,
+            "auto_apply": run.auto_apply,
             "target_addrs": run.target_addrs or [],
             "replace_addrs": run.replace_addrs or [],
         },
@@ -324,9 +335,19 @@ async def current_state(session: AsyncSession, job: Job) -> bytes | None:
 
 
 async def store_plan(session: AsyncSession, job: Job, kind: str, data: bytes) -> None:
-    if job.phase != Phase.PLAN.value:
-        raise Conflict("Only a plan job uploads a plan.")
+    """The saved plan ("file") or its JSON ("json"). The plan job stores both, but leaves the JSON to
+    the apply job when the run applies at once (agent/job.py); the apply job may then store it once."""
     plan = await runs_store.plan_of(session, job.run_id)
+    if job.phase != Phase.PLAN.value:
+        if kind != "json":
+            raise Conflict("Only a plan job uploads a saved plan.")
+        if plan.plan_json_blob_id is not None:
+            stored = await session.scalar(select(Blob.sha256).where(Blob.id == plan.plan_json_blob_id))
+            if stored == hashlib.sha256(data).hexdigest():
+                return  # the same upload again, after a lost answer
+            raise Conflict(
+                "The plan's JSON is already stored: an apply job only stores the JSON of a plan that has none."
+            )
     blob_id = await blobs.put(session, data)
     if kind == "file":
         plan.plan_file_blob_id = blob_id

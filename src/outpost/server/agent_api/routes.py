@@ -419,7 +419,7 @@ async def put_plan_json(job_id: str, request: Request, app: Outpost = Depends(ou
     data = await _raw(request, MAX_ARTIFACT)
     async with app.db.write() as session:
         job = await jobs_store.authenticate(
-            session, job_id, _token(request, TokenKind.JOB), JobRight.WRITE_PLAN, lock=True
+            session, job_id, _token(request, TokenKind.JOB), JobRight.WRITE_PLAN_JSON, lock=True
         )
         await jobs_store.store_plan(session, job, "json", data)
     return Response(status_code=204)
