@@ -72,14 +72,18 @@ class Job:
         agent_label: str,
         sandbox: Sandbox | None = None,
         keeper: PlanKeeper | None = None,
+        *,
+        phase: str | None = None,
     ) -> None:
         self.config = config
         self.client = client
         self.id = job_id
         self.token = token
+        self.phase = phase  # as the poll announced it, to fetch what the phase needs early; the payload's rules
         self.agent_label = agent_label
         self.process = Process()
         self._side: Process | None = None  # a second terraform beside the apply (the plan's JSON)
+        self._early: dict[str, asyncio.Task[Any]] = {}  # requests sent before they are needed (run)
         self.cancel_kind: str | None = None  # "cancel" or "force", as applied
         self.fenced = False
         self._kill_timer: asyncio.TimerHandle | None = None
@@ -129,6 +133,15 @@ class Job:
             if self.sandbox is not None:
                 self.space = self.sandbox.open(self.id, jobdir)
                 self.process.space = self.space
+            # The job's details, its start and the files it will need, asked for at once: over a slow link
+            # each request is a round trip. A plan reads the configuration; an apply may find it in the
+            # plan's directory (kept.py), and otherwise reads it once it knows.
+            wanted = ["state", *(["configuration"] if self.phase == Phase.PLAN.value else [])]
+            self._early = {
+                what: asyncio.create_task(self.client.download(self.id, self.token, what)) for what in wanted
+            }
+            starting = asyncio.create_task(self.client.start(self.id, self.token))
+            self._early["start"] = starting
             payload = await self.client.job(self.id, self.token)
             logcontext.bind(run_id=payload["run"]["id"], workspace_id=payload["workspace"]["id"])
             logs = LogStream(
@@ -140,7 +153,7 @@ class Job:
                 on_cancel=self.cancel,
                 masker=Masker([v["value"] for v in payload["variables"] if v.get("sensitive")]),
             )
-            await self.client.start(self.id, self.token)
+            await starting
             logs.start()
             try:
                 result = await self._execute(payload, jobdir, logs)
@@ -181,6 +194,11 @@ class Job:
             if logs is not None:
                 await logs.abort()
         finally:
+            for task in self._early.values():  # a job that failed early leaves none running, or unread
+                if not task.done():
+                    task.cancel()
+                elif not task.cancelled():
+                    task.exception()
             metrics.JOBS_RUNNING.dec()
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
@@ -230,7 +248,7 @@ class Job:
             log.info("job %s: applying in the plan's directory (no second download or init)", self.id)
         else:
             work, workdir = await self._prepare(jobdir, workspace, payload["variables"])
-        prior = await self.client.download(self.id, self.token, "state")
+        prior = await self._download("state")
         if prior:
             (workdir / "terraform.tfstate").write_bytes(prior)
         else:
@@ -280,7 +298,7 @@ class Job:
         work.mkdir(exist_ok=True)
         config_dir = work / "config"
         config_dir.mkdir()
-        archive = await self.client.download(self.id, self.token, "configuration")
+        archive = await self._download("configuration")
         if not archive:
             raise StepFailed("The run's configuration is empty.")
         await asyncio.to_thread(_extract, archive, config_dir)
@@ -292,6 +310,10 @@ class Job:
         (workdir / "outpost_override.tf").write_text(OVERRIDE)
         (workdir / "zzz_outpost.auto.tfvars").write_text(tfvars(variables))
         return work, workdir
+
+    async def _download(self, what: str) -> bytes | None:
+        early = self._early.pop(what, None)
+        return await early if early is not None else await self.client.download(self.id, self.token, what)
 
     @property
     def _keepable(self) -> bool:

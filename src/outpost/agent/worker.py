@@ -101,7 +101,7 @@ class Worker:
             answer = request.result()
             self._apply_orders(answer.get("cancel", []))
             for offered in answer.get("jobs", []):
-                self._start_job(offered["id"], offered["token"])
+                self._start_job(offered["id"], offered["token"], offered.get("phase"))
 
     def _apply_orders(self, orders: list[dict[str, str]]) -> None:
         for order in orders:
@@ -111,8 +111,8 @@ class Worker:
                     log.info("job %s: %s requested", job.id, order["kind"])
                 job.cancel(order["kind"])
 
-    def _start_job(self, job_id: str, token: str) -> None:
-        job = Job(self.config, self.client, job_id, token, self.label, self.sandbox, self.kept)
+    def _start_job(self, job_id: str, token: str, phase: str | None) -> None:
+        job = Job(self.config, self.client, job_id, token, self.label, self.sandbox, self.kept, phase=phase)
         self.jobs[job_id] = job
         self.jobs_taken += 1
         log.info("job %s received", job_id)
