@@ -22,27 +22,34 @@ Options, applied in the child before exec, in this order (see outpost.agent.sand
   --subreaper                       (in the reaper) adopt orphaned descendants, so they stay countable
 """
 
+# Every terraform command waits for this script's start-up, so it imports little: annotations stay strings
+# (no `typing`), and `signal` is its C module, without signal.py's enums (`enum`, `re`, `functools`...).
+# Together that was 27 of the 59 ms from launch to exec, measured with -X importtime and wall clocks.
+from __future__ import annotations
+
+import _signal as signal  # type: ignore[import-not-found,unused-ignore]
 import ctypes
 import os
 import resource
-import signal
 import sys
-from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def parse(args: list[str]) -> tuple[dict[str, Any], list[str]]:
-    options: dict[str, Any] = {
-        "rlimits": [],
-        "cgroup": None,
-        "nice": 0,
-        "uid": None,
-        "gid": None,
-        "keep_int": False,
-        "sub": False,
-    }
+class Options:
+    def __init__(self) -> None:
+        self.rlimits: list[tuple[int, int]] = []
+        self.cgroup: str | None = None
+        self.nice = 0
+        self.uid: int | None = None
+        self.gid: int | None = None
+        self.keep_int = False
+        self.sub = False
+
+
+def parse(args: list[str]) -> tuple[Options, list[str]]:
+    options = Options()
     if "--" not in args:
         return options, args
     split = args.index("--")
@@ -51,43 +58,43 @@ def parse(args: list[str]) -> tuple[dict[str, Any], list[str]]:
     while i < len(head):
         flag = head[i]
         if flag == "--keep-sigint-ignored":
-            options["keep_int"] = True
+            options.keep_int = True
         elif flag == "--subreaper":
-            options["sub"] = True
+            options.sub = True
         else:
             value = head[i + 1]
             i += 1
             if flag == "--rlimit":
                 name, _, limit = value.partition("=")
-                options["rlimits"].append((getattr(resource, "RLIMIT_" + name), int(limit)))
+                options.rlimits.append((getattr(resource, "RLIMIT_" + name), int(limit)))
             elif flag == "--cgroup":
-                options["cgroup"] = value
+                options.cgroup = value
             elif flag == "--nice":
-                options["nice"] = int(value)
+                options.nice = int(value)
             elif flag == "--uid":
-                options["uid"] = int(value)
+                options.uid = int(value)
             elif flag == "--gid":
-                options["gid"] = int(value)
+                options.gid = int(value)
             else:
                 raise SystemExit("reaper: unknown option " + flag)
         i += 1
     return options, argv
 
 
-def prepare_child(options: dict[str, Any]) -> None:
-    if options["cgroup"]:
-        with open(options["cgroup"], "w") as procs:
+def prepare_child(options: Options) -> None:
+    if options.cgroup:
+        with open(options.cgroup, "w") as procs:
             procs.write("0")  # "0" is the writing process itself
-    for which, limit in options["rlimits"]:
+    for which, limit in options.rlimits:
         resource.setrlimit(which, (limit, limit))
-    if options["nice"]:
-        os.nice(options["nice"])
-    if options["gid"] is not None:
+    if options.nice:
+        os.nice(options.nice)
+    if options.gid is not None:
         os.setgroups([])
-        os.setgid(options["gid"])
-    if options["uid"] is not None:
-        os.setuid(options["uid"])
-    if not options["keep_int"]:
+        os.setgid(options.gid)
+    if options.uid is not None:
+        os.setuid(options.uid)
+    if not options.keep_int:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -98,7 +105,7 @@ def main() -> int:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != agent_pid:
         return 125  # the agent died before the death signal was armed
-    if options["sub"]:
+    if options.sub:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     child = os.fork()
