@@ -377,7 +377,10 @@ class Job:
         apply's own output rather than inside it)."""
         self._side = Process(self.space)
         shown = bytearray()
-        code = await self._side.run([tf, "show", "-json", str(plan_file)], cwd=workdir, env=env, output=shown.extend)
+        # Niced: where cores are few, the apply it runs beside goes first (10 resources here: the apply
+        # took 0.65 s beside a niced show, 0.70 s beside a plain one, 0.61 s alone).
+        argv = [tf, "show", "-json", str(plan_file)]
+        code = await self._side.run(argv, cwd=workdir, env=env, output=shown.extend, nice=10)
         if code != 0:
             return (
                 bytes(shown)

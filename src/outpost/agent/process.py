@@ -42,11 +42,14 @@ class Process:
         env: dict[str, str],
         output: Callable[[bytes], None],
         sandboxed: bool = True,
+        nice: int = 0,
     ) -> int:
         """Run to the end, feeding `output`; the exit status. `sandboxed=False` runs outside the job's
-        sandbox and limits (the operator's hooks), still in a process group of its own."""
+        sandbox and limits (the operator's hooks), still in a process group of its own. `nice` lowers
+        the priority (after any the job's limits set)."""
         space = self.space if sandboxed else None
         launch = space.launch(list(argv), cwd=cwd, env=env) if space else Launch(list(argv), env)
+        options = [*launch.reaper_options, *(["--nice", str(nice)] if nice else [])]
         # Through the reaper (see reaper.py), in a process group of its own: terraform and its providers
         # die with the agent, however the agent dies.
         self.proc = await asyncio.create_subprocess_exec(
@@ -55,7 +58,7 @@ class Process:
             "-S",
             str(REAPER),
             str(os.getpid()),
-            *launch.reaper_options,
+            *options,
             "--",
             *launch.argv,
             cwd=cwd,

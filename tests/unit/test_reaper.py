@@ -1,12 +1,15 @@
-"""The reaper starts before every terraform command: what it imports is paid each time (see reaper.py)."""
+"""The reaper: it starts before every terraform command, so what it imports is paid each time (see
+reaper.py); and the options it applies before exec."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from outpost.agent.process import REAPER
+from outpost.agent.process import REAPER, Process
 
 
 def test_the_reaper_runs_a_command_without_heavy_imports() -> None:
@@ -32,3 +35,14 @@ def test_the_reaper_runs_a_command_without_heavy_imports() -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "ctypes" in imported  # the listing is real: prctl needs ctypes
     assert not imported & {"typing", "enum", "re", "functools", "signal"}, sorted(imported)
+
+
+def test_a_niced_command_runs_below_the_agent(tmp_path: Path) -> None:
+    out = bytearray()
+    code = asyncio.run(
+        Process().run(
+            ["/bin/sh", "-c", "nice"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, output=out.extend, nice=10
+        )
+    )
+    assert code == 0
+    assert int(out) == min(19, os.nice(0) + 10)
