@@ -1,7 +1,8 @@
 """One job: a plan or an apply of one run, in a fresh directory, removed afterwards.
 
-The steps and their order matter: start is reported first (the run shows planning/applying), output
-streams while terraform runs, state is uploaded even after a failed apply, and finish is reported last,
+The steps and their order matter: start is reported before anything runs (the run shows planning or
+applying; it goes out with the first downloads, each a round trip of its own), output streams while
+terraform runs, state is uploaded even after a failed apply, and finish is reported last,
 after every log byte is stored, because reporting it frees the agent for its next job.
 """
 
@@ -79,7 +80,7 @@ class Job:
         self.client = client
         self.id = job_id
         self.token = token
-        self.phase = phase  # as the poll announced it, to fetch what the phase needs early; the payload's rules
+        self.phase = phase  # as the poll's answer names it, to know what to fetch early (the payload's rules)
         self.agent_label = agent_label
         self.process = Process()
         self._side: Process | None = None  # a second terraform beside the apply (the plan's JSON)
