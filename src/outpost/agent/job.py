@@ -196,10 +196,7 @@ class Job:
                 await logs.abort()
         finally:
             for task in self._early.values():  # a job that failed early leaves none running, or unread
-                if not task.done():
-                    task.cancel()
-                elif not task.cancelled():
-                    task.exception()
+                _discard(task)
             metrics.JOBS_RUNNING.dec()
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
@@ -377,18 +374,13 @@ class Job:
         """The plan's JSON stored, or else the output of the `show` that failed (for the log, after the
         apply's own output rather than inside it)."""
         self._side = Process(self.space)
-        shown = bytearray()
         # Niced: where cores are few, the apply it runs beside goes first (10 resources here: the apply
         # took 0.65 s beside a niced show, 0.70 s beside a plain one, 0.61 s alone).
-        argv = [tf, "show", "-json", str(plan_file)]
-        code = await self._side.run(argv, cwd=workdir, env=env, output=shown.extend, nice=10)
+        code, shown = await _show_json(self._side, tf, workdir, env, plan_file, nice=10)
         if code != 0:
-            return (
-                bytes(shown)
-                + f"Warning: terraform show -json exited with status {code}: the plan has no JSON.\n".encode()
-            )
+            return shown + f"Warning: terraform show -json exited with status {code}: the plan has no JSON.\n".encode()
         if not self.fenced:
-            await self.client.upload(self.id, self.token, "plan-json", bytes(shown))
+            await self.client.upload(self.id, self.token, "plan-json", shown)
         return b""
 
     def _failed(self, step: str, code: int) -> JobResult:
@@ -418,29 +410,21 @@ class Job:
         defer_json = bool(run.get("auto_apply")) and not run["plan_only"] and not run["refresh_only"]
         if defer_json:
             argv.append("-detailed-exitcode")
-        tail = bytearray()
-
-        def output(chunk: bytes) -> None:
-            logs.write(chunk)
-            tail.extend(chunk[-4096:])
-            del tail[:-8192]
-
-        code = await self.process.run(argv, cwd=workdir, env=env, output=output)
+        tail = _Tail(logs)
+        code = await self.process.run(argv, cwd=workdir, env=env, output=tail.write)
         deferred = defer_json and code == 2
         if code != 0 and not deferred:
             return self._failed("terraform plan", code)
         counts: dict[str, Any]
         if deferred:
-            counts = {"has_changes": True, **summary_counts(_PLAN_SUMMARY, bytes(tail))}
+            counts = {"has_changes": True, **summary_counts(_PLAN_SUMMARY, bytes(tail.last))}
         else:
-            shown = bytearray()
-            argv = [tf, "show", "-json", str(plan_file)]
-            code = await self.process.run(argv, cwd=workdir, env=env, output=shown.extend)
+            code, shown = await _show_json(self.process, tf, workdir, env, plan_file)
             if code != 0:
-                logs.write(bytes(shown))
+                logs.write(shown)
                 return self._failed("terraform show", code)
             counts = summarize_plan(json.loads(shown))
-            await self.client.upload(self.id, self.token, "plan-json", bytes(shown))
+            await self.client.upload(self.id, self.token, "plan-json", shown)
         if not run["plan_only"]:
             saved = _run_file(work, plan_file)
             if saved is None:
@@ -478,13 +462,7 @@ class Job:
                 write_new(work, plan_file.relative_to(work), data)
             except UnsafeFile as exc:
                 raise StepFailed(f"The saved plan cannot be written: {exc}") from None
-        seen = bytearray()
-
-        def output(chunk: bytes) -> None:
-            logs.write(chunk)
-            seen.extend(chunk[-4096:])
-            del seen[:-8192]
-
+        seen = _Tail(logs)
         # The plan's JSON, when its plan left it to this apply (see _plan): rendered and uploaded beside the
         # apply, by a process of its own that a cancel or a fence stops with the apply's. A job with limits
         # renders it after the apply instead: beside it, the two would share (and might exceed) them.
@@ -494,7 +472,7 @@ class Job:
             showing = asyncio.create_task(self._render_plan_json(tf, workdir, env, plan_file))
         try:
             code = await self.process.run(
-                [tf, "apply", "-input=false", "-no-color", str(plan_file)], cwd=workdir, env=env, output=output
+                [tf, "apply", "-input=false", "-no-color", str(plan_file)], cwd=workdir, env=env, output=seen.write
             )
             # Upload the state whenever it changed, also after a failed or canceled apply: it is the truth now.
             new_state = None if self.fenced else _run_file(work, workdir / "terraform.tfstate")
@@ -507,17 +485,47 @@ class Job:
                 if failure and not (self.fenced or self.cancel_kind):
                     logs.write(failure)
         finally:
-            if showing is not None and not showing.done():
-                showing.cancel()
-            elif showing is not None and not showing.cancelled():
-                showing.exception()  # seen: when the apply's own error is on its way, that is the one to raise
-        counts = summary_counts(_APPLY_SUMMARY, bytes(seen))
+            if showing is not None:
+                _discard(showing)
+        counts = summary_counts(_APPLY_SUMMARY, bytes(seen.last))
         if code != 0:
             result = self._failed("terraform apply", code)
             for key, value in counts.items():
                 setattr(result, key, value)
             return result
         return JobResult(JobOutcome.SUCCEEDED, **counts)  # type: ignore[arg-type]
+
+
+class _Tail:
+    """Terraform's output on its way to the log, its last 8 KiB kept for the summary line."""
+
+    def __init__(self, logs: LogStream) -> None:
+        self.logs = logs
+        self.last = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        self.logs.write(chunk)
+        self.last.extend(chunk[-4096:])
+        del self.last[:-8192]
+
+
+async def _show_json(
+    process: Process, tf: str, workdir: Path, env: dict[str, str], plan_file: Path, *, nice: int = 0
+) -> tuple[int, bytes]:
+    """`terraform show -json` of the saved plan: its exit status and output (the JSON, or why not)."""
+    shown = bytearray()
+    argv = [tf, "show", "-json", str(plan_file)]
+    code = await process.run(argv, cwd=workdir, env=env, output=shown.extend, nice=nice)
+    return code, bytes(shown)
+
+
+def _discard(task: asyncio.Task[Any]) -> None:
+    """A task no longer waited for: cancelled if still running, its exception retrieved if it ended (the
+    error already on its way up is the one to report)."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 def summary_counts(pattern: re.Pattern[bytes], output: bytes) -> dict[str, int]:
