@@ -224,7 +224,7 @@ def test_job_of_an_errored_agent_is_fenced(world: World) -> None:
         async with agent(world, "zombie", heartbeats=True) as zombie:
             job = await _one_job(zombie)
             await zombie.start(job["id"], job["token"])
-            size, _ = await zombie.append_log(job["id"], job["token"], 0, b"planning...\n")
+            size = (await zombie.append_log(job["id"], job["token"], 0, b"planning...\n")).size
             assert size == 12
         # The heartbeats stopped with the context: unknown, then errored, and its plan errors.
         wait_until(lambda: world.status() == "errored", UNKNOWN_AFTER + ERRORED_AFTER + 5, what="errored run")

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from outpost.agent.client import Backoff, Client
 from outpost.api_client import OutpostAPI, pack
+from outpost.server import log_watch
 from outpost.store import logs
 from outpost.store.db import Database
 from outpost.store.tables import Job, Plan
@@ -155,11 +156,37 @@ async def _agent_writes_a_log(setup: Setup, run_id: str, text: bytes) -> None:
         [job] = (await client.poll(1, [], {}, 5))["jobs"]
         assert job["run_id"] == run_id
         await client.start(job["id"], job["token"])
-        assert (await client.append_log(job["id"], job["token"], 0, text))[0] == len(text)
+        assert (await client.append_log(job["id"], job["token"], 0, text)).size == len(text)
         await client.finish(job["id"], job["token"], {"outcome": "succeeded", "log_size": len(text)})
         await client.deregister()
     finally:
         await client.close()
+
+
+def test_a_reader_on_one_replica_quickens_appends_on_the_other(two: Setup) -> None:
+    """The agent appends through replica 1; the log is read through replica 0: the next append's answer,
+    from replica 1, asks for the fast pace."""
+    ws_id, cv_id = _workspace(two.apis[0], two.org, two.pool_id, "pace")
+    run = two.apis[0].create_run(ws_id, cv_id, plan_only=True)
+
+    async def scenario() -> None:
+        client = Client(two.replicas.servers[1].url, backoff=Backoff(base=0.05, cap=0.5))
+        try:
+            await client.register(two.pool_token, "pacer", 1)
+            [job] = (await client.poll(1, [], {}, 5))["jobs"]
+            await client.start(job["id"], job["token"])
+            unread = await client.append_log(job["id"], job["token"], 0, b"one\n")
+            assert unread.interval == log_watch.UNWATCHED_INTERVAL
+            url = two.apis[0].phase(two.apis[0].run(run["id"]), "plan")["attributes"]["log-read-url"]
+            assert url.startswith(two.replicas.servers[0].url)
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(url, params={"offset": 0, "limit": 100})).content == b"\x02one\n"
+            read = await client.append_log(job["id"], job["token"], 4, b"two\n")
+            assert read.size == 8 and read.interval == log_watch.WATCHED_INTERVAL
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
 
 
 def test_capability_urls_from_one_replica_work_on_the_other(two: Setup) -> None:

@@ -15,7 +15,7 @@ import random
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -42,6 +42,12 @@ class Registration:
     session_token: str
     heartbeat_interval: float
     long_poll_timeout: float
+
+
+class Appended(NamedTuple):
+    size: int  # the server's log size: where the next append starts
+    cancel: list[dict[str, str]]  # the job's standing cancel orders
+    interval: float | None  # seconds to gather output before the next append, if the server says
 
 
 @dataclass(frozen=True)
@@ -224,8 +230,9 @@ class Client:
         resp = await self._send("PUT", f"/jobs/{job_id}/{what}", token=token, job=True, content=data, timeout=300)
         return resp.json() if resp.content else {}
 
-    async def append_log(self, job_id: str, token: str, offset: int, data: bytes) -> tuple[int, list[dict[str, str]]]:
-        """Send bytes at `offset`; return the server's log size and standing cancel orders for the job."""
+    async def append_log(self, job_id: str, token: str, offset: int, data: bytes) -> Appended:
+        """Send bytes at `offset`; the answer says the server's log size, the job's standing cancel orders
+        and how long to gather output before the next append."""
         resp = await self._send(
             "PUT",
             f"/jobs/{job_id}/logs",
@@ -236,9 +243,14 @@ class Client:
             content=data,
         )
         if resp.status_code == 416:
-            return int(resp.json()["errors"][0]["meta"]["size"]), []
+            return Appended(int(resp.json()["errors"][0]["meta"]["size"]), [], None)
         body = resp.json()
-        return int(body["size"]), list(body.get("cancel", []))
+        interval = body.get("interval")  # an older server does not say
+        return Appended(
+            int(body["size"]),
+            list(body.get("cancel", [])),
+            float(interval) if isinstance(interval, int | float) else None,
+        )
 
     async def finish(self, job_id: str, token: str, result: dict[str, Any]) -> None:
         await self._send("POST", f"/jobs/{job_id}/finish", token=token, job=True, json=result)

@@ -20,7 +20,10 @@ from outpost.agent.masking import Masker
 log = logging.getLogger("outpost.agent.logstream")
 
 CHUNK = 1024 * 1024
-BATCH_WAIT = 0.1  # gather output this long before sending: half the requests of 50 ms; lag p99 near 150 ms
+# Gather output this long before sending: half the requests of 50 ms; lag p99 near 150 ms. Each append's
+# answer says how long to gather before the next (longer while nobody reads the log: server/log_watch.py).
+BATCH_WAIT = 0.1
+_WAIT_BOUNDS = (0.05, 5.0)  # whatever a server says
 
 
 class LogStream:
@@ -49,6 +52,7 @@ class LogStream:
         self._closing = False
         self._closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.wait = BATCH_WAIT
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._ship())
@@ -80,16 +84,16 @@ class LogStream:
             if not self._closing:
                 # Cut short by close(): the job's end waits for its log, and its next job for that end.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closed.wait(), BATCH_WAIT)
+                    await asyncio.wait_for(self._closed.wait(), self.wait)
             while self.acked < self.written:
                 chunk = os.pread(self.fd, min(CHUNK, self.written - self.acked), self.acked)
-                server_size, orders = await self.client.append_log(
-                    self.job_id, self.token, self.base + self.acked, chunk
-                )
+                answer = await self.client.append_log(self.job_id, self.token, self.base + self.acked, chunk)
                 # The server's size is the truth: after a gap (416) or a duplicate it says where to go on from.
-                self.acked = max(0, min(server_size - self.base, self.written))
-                if orders and self.on_cancel is not None:
-                    for order in orders:
+                self.acked = max(0, min(answer.size - self.base, self.written))
+                if answer.interval is not None:
+                    self.wait = min(max(answer.interval, _WAIT_BOUNDS[0]), _WAIT_BOUNDS[1])
+                if answer.cancel and self.on_cancel is not None:
+                    for order in answer.cancel:
                         self.on_cancel(order["kind"])
             if self._closing and self.acked >= self.written:
                 return

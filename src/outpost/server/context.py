@@ -16,11 +16,13 @@ from outpost.config import ServerConfig
 from outpost.encryption import Encryptor, resolve_keys
 from outpost.errors import OutpostError
 from outpost.server.dispatch import Dispatcher, Waiter
+from outpost.server.log_watch import LogReaders
 from outpost.server.pings import PingBuffer
 from outpost.server.quiet import QuietAgents
-from outpost.store import events, notify
+from outpost.store import events, logs, notify
 from outpost.store.db import Database
 from outpost.store.tables import Setting
+from outpost.timeutil import utcnow
 
 # Session info: the polls a write transaction claimed jobs for, each with its answer (None: nothing claimed).
 _HANDED = "outpost_handed"
@@ -42,6 +44,8 @@ class Outpost:
     agent_sessions: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Idle agents whose heartbeats are answered from memory, forgotten whenever one is woken (quiet.py).
     quiet: QuietAgents = field(default_factory=QuietAgents)
+    # Logs this process's readers stamped lately (log_watch.py).
+    log_readers: LogReaders = field(default_factory=LogReaders)
 
     def remember_agent(self, session_hash: str, agent_id: str, pool_id: str) -> tuple[str, str]:
         """`session_hash`: the session credential's hash (outpost.ids.hash_secret), taken once per request."""
@@ -52,6 +56,13 @@ class Outpost:
 
     def known_agent(self, session_hash: str) -> tuple[str, str] | None:
         return self.agent_sessions.get(session_hash)
+
+    async def watch_log(self, log_id: str) -> None:
+        """Someone reads `log_id` while it is written: stamp it, at most every few seconds per process, so
+        that the agent shipping it ships every 100 ms (server/log_watch.py)."""
+        if self.log_readers.due(log_id):
+            async with self.db.write() as session:
+                await logs.mark_watched(session, log_id, utcnow())
 
     def attach(self) -> None:
         self.db.before_commit = self._before_commit

@@ -7,7 +7,8 @@ apply row holds the size and whether the log is complete.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,43 +38,62 @@ class LogGap(RangeNotSatisfiable):
 # are serialized, whatever the database.
 def _locked_phase(table: PhaseTable, by: str) -> Any:
     key = table.id if by == "id" else table.run_id
-    return select(table.id, table.log_size, table.log_complete).where(key == bindparam("key")).with_for_update()
+    return (
+        select(table.id, table.log_size, table.log_complete, table.log_watched_at)
+        .where(key == bindparam("key"))
+        .with_for_update()
+    )
 
 
 _LOCK = {(t, by): _locked_phase(t, by) for t in (Plan, Apply) for by in ("id", "run")}
 _RESIZE = {t: update(t).where(t.id == bindparam("log_id")).values(log_size=bindparam("size")) for t in (Plan, Apply)}
 _CHUNK = insert(LogChunk)
+_WATCHED = {
+    t: update(t).where(t.id == bindparam("log_id")).values(log_watched_at=bindparam("at")) for t in (Plan, Apply)
+}
+
+
+class Appended(NamedTuple):
+    size: int  # the log's size afterwards
+    watched_at: datetime | None  # when someone last read the log while it was being written
 
 
 async def append(session: AsyncSession, log_id: str, offset: int, data: bytes) -> int:
     """Store `data` at `offset` of log `log_id`; return the log's size afterwards."""
-    return await _append(session, table_for(log_id), "id", log_id, offset, data, orm=True)
+    return (await _append(session, table_for(log_id), "id", log_id, offset, data, orm=True)).size
 
 
-async def append_to_run(session: AsyncSession, table: PhaseTable, run_id: str, offset: int, data: bytes) -> int:
+async def append_to_run(session: AsyncSession, table: PhaseTable, run_id: str, offset: int, data: bytes) -> Appended:
     """`append` to the log of a run's plan (`table` Plan) or apply (Apply), found in the same statement.
     For a session that has not loaded that plan or apply: every statement is the connection's, past the
     ORM, and so is the size it writes."""
     return await _append(session, table, "run", run_id, offset, data, orm=False)
 
 
+async def mark_watched(session: AsyncSession, log_id: str, at: datetime) -> None:
+    """Someone is reading log `log_id` while it is written (its appends' answers say so)."""
+    connection = await session.connection()
+    await connection.execute(_WATCHED[table_for(log_id)], {"log_id": log_id, "at": at})
+
+
 async def _append(
     session: AsyncSession, table: PhaseTable, by: str, key: str, offset: int, data: bytes, *, orm: bool
-) -> int:
+) -> Appended:
     connection = await session.connection()
     row = (await (session if orm else connection).execute(_LOCK[table, by], {"key": key})).one()
     log_id = str(row.id)
     size = int(row.log_size)
+    watched_at = row.log_watched_at
     if offset > size:
         raise LogGap(size)
     end = offset + len(data)
     if end <= size or row.log_complete:
-        return size
+        return Appended(size, watched_at)
     tail = data[size - offset :]
     if size + len(tail) > MAX_LOG_BYTES:
         tail = tail[: max(0, MAX_LOG_BYTES - size)]
         if not tail:
-            return size
+            return Appended(size, watched_at)
     new_size = size + len(tail)
     if orm:  # the new size also reaches a plan or apply the session has loaded
         session.add(LogChunk(log_id=log_id, offset=size, data=tail))
@@ -81,7 +101,7 @@ async def _append(
     else:  # Core statements, built once, past the ORM's bookkeeping
         await connection.execute(_CHUNK, {"log_id": log_id, "offset": size, "data": tail})
         await connection.execute(_RESIZE[table], {"log_id": log_id, "size": new_size})
-    return new_size
+    return Appended(new_size, watched_at)
 
 
 async def size(session: AsyncSession, log_id: str) -> int:

@@ -254,6 +254,9 @@ class _Phase:
     log_size: Mapped[int] = mapped_column(BigInteger, default=0)
     # Set once every byte of the log is stored: the log-read protocol then sends ETX.
     log_complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When someone last read the log while it was still being written: the agent ships it every 100 ms
+    # while someone does, every 500 ms otherwise (store/logs.py, server/log_watch.py).
+    log_watched_at: Mapped[datetime | None]
     status_timestamps: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     agent_id: Mapped[str | None] = mapped_column(String(40))
 

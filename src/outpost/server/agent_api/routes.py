@@ -21,7 +21,7 @@ from outpost.domain.agents import AgentStatus
 from outpost.domain.jobs import JobOutcome, JobRight, Phase
 from outpost.errors import BadRequest, Conflict, Unauthorized, Unprocessable
 from outpost.ids import TokenKind, hash_secret, secret_kind
-from outpost.server import jsonapi, metrics
+from outpost.server import jsonapi, log_watch, metrics
 from outpost.server.auth import bearer
 from outpost.server.context import Outpost, outpost
 from outpost.store import agents as agents_store
@@ -449,11 +449,18 @@ async def append_log(job_id: str, request: Request, app: Outpost = Depends(outpo
         )
         table = Plan if job.phase == Phase.PLAN.value else Apply
         try:
-            size = await logs.append_to_run(session, table, job.run_id, int(raw_offset), data)
+            appended = await logs.append_to_run(session, table, job.run_id, int(raw_offset), data)
         except logs.LogGap as gap:
             return JSONResponse(jsonapi.error_body(416, gap.title, gap.detail, {"size": gap.size}), status_code=416)
-    # The answer carries this job's standing cancel request, read with the job's row.
-    return JSONResponse({"size": size, "cancel": job.cancel_orders()})
+    # The answer carries this job's standing cancel request, read with the job's row, and how long to gather
+    # output before the next append, read with the log's.
+    return JSONResponse(
+        {
+            "size": appended.size,
+            "cancel": job.cancel_orders(),
+            "interval": log_watch.interval(appended.watched_at, utcnow()),
+        }
+    )
 
 
 @router.post("/jobs/{job_id}/finish", status_code=204)

@@ -133,4 +133,6 @@ async def read_log(log_id: str, capability: str, request: Request, app: Outpost 
         end = raw_offset + (len(out) - (1 if offset == 0 and limit > 0 else 0))
         if complete and end >= size and len(out) < limit and offset <= size + 1:
             out += ETX
+    if not complete:
+        await app.watch_log(log_id)
     return Response(bytes(out), media_type="text/plain")

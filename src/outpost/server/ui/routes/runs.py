@@ -277,6 +277,7 @@ async def live_run(
     async def poll() -> tuple[list[str], bool]:
         nonlocal last_status
         out: list[str] = []
+        watched: list[str] = []  # logs being written while this page shows them
         async with app.db.read() as session:
             current = await access.run(session, workspace, run.id)
             ctx = await _run_context(session, app, workspace, current)
@@ -293,6 +294,10 @@ async def live_run(
                 drained = offsets[phase_name] >= phase.log_size
                 settled = PhaseStatus(phase.status) in PHASE_FINAL or phase.status == PhaseStatus.PENDING.value
                 complete = complete and drained and (phase.log_complete or not phase.log_size) and settled
+                if not settled and not phase.log_complete:
+                    watched.append(phase.id)
+        for log_id in watched:
+            await app.watch_log(log_id)
         html = render.fragment("runs/_status.html", {"org": org, "csrf": user.csrf, **ctx})
         if html != last_status:
             last_status = html
