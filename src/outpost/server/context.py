@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import cast
 
 from fastapi import Request
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.config import ServerConfig
@@ -23,6 +24,8 @@ from outpost.store import events, logs, notify
 from outpost.store.db import Database
 from outpost.store.tables import Setting
 from outpost.timeutil import utcnow
+
+log = logging.getLogger("outpost.server")
 
 # Session info: the polls a write transaction claimed jobs for, each with its answer (None: nothing claimed).
 _HANDED = "outpost_handed"
@@ -60,9 +63,13 @@ class Outpost:
     async def watch_log(self, log_id: str) -> None:
         """Someone reads `log_id` while it is written: stamp it, at most every few seconds per process, so
         that the agent shipping it ships every 100 ms (server/log_watch.py)."""
-        if self.log_readers.due(log_id):
+        if not self.log_readers.due(log_id):
+            return
+        try:
             async with self.db.write() as session:
                 await logs.mark_watched(session, log_id, utcnow())
+        except SQLAlchemyError as exc:  # the read is what was asked for; the pace is a courtesy
+            log.warning("could not stamp log %s as read: %s", log_id, exc)
 
     def attach(self) -> None:
         self.db.before_commit = self._before_commit
