@@ -219,16 +219,7 @@ def test_issue_token_for_an_unknown_user_is_a_clear_error(server: Server) -> Non
 def test_agent_tokens_are_listed_without_secret(world: World) -> None:
     owner = world.owner
     assert owner is not None
-    pool = owner.ok(
-        "POST",
-        f"/organizations/{world.org}/agent-pools",
-        {"data": {"type": "agent-pools", "attributes": {"name": "p"}}},
-    )["data"]["id"]
-    made = owner.ok(
-        "POST",
-        f"/agent-pools/{pool}/authentication-tokens",
-        {"data": {"type": "authentication-tokens", "attributes": {"description": "d"}}},
-    )["data"]
+    pool, made = world.pool("p")
     assert made["attributes"]["token"].startswith("opa_")
     listed = owner.ok("GET", f"/agent-pools/{pool}/authentication-tokens")["data"]
     assert [t["attributes"]["token"] for t in listed] == [None]

@@ -38,23 +38,12 @@ def world(server: Server) -> Iterator[tuple[World, AgentProtocol]]:
 
 def _running_plans(world: World, protocol: AgentProtocol, names: list[str]) -> dict[str, dict[str, Any]]:
     """A started plan job per workspace name: {name: {"run", "job", "plan_id"}}."""
-    owner = world.owner
-    assert owner is not None
-    pool = owner.ok(
-        "POST",
-        f"/organizations/{world.org}/agent-pools",
-        {"data": {"type": "agent-pools", "attributes": {"name": "p"}}},
-    )["data"]["id"]
-    pool_token = owner.ok(
-        "POST",
-        f"/agent-pools/{pool}/authentication-tokens",
-        {"data": {"type": "authentication-tokens", "attributes": {"description": "p"}}},
-    )["data"]["attributes"]["token"]
+    pool, token = world.pool("p")
     runs = {}
     for name in names:
         ws = world.workspace(name, **{"execution-mode": "agent", "agent-pool-id": pool})
         runs[name] = world.run(ws, world.upload(ws))
-    _, session = protocol.register(pool_token, capacity=len(names))
+    _, session = protocol.register(token["attributes"]["token"], capacity=len(names))
     jobs = {j["run_id"]: j for j in protocol.claim(session, len(names))}
     out = {}
     for name, run in runs.items():

@@ -147,6 +147,21 @@ class World:
         }
         return str(self.owner.ok("POST", "/team-workspaces", body)["data"]["id"])
 
+    def pool(self, name: str) -> tuple[str, dict[str, Any]]:
+        """An agent pool and a token of it: (pool id, the token as created, its secret in attributes)."""
+        assert self.owner is not None
+        pool = self.owner.ok(
+            "POST",
+            f"/organizations/{self.org}/agent-pools",
+            {"data": {"type": "agent-pools", "attributes": {"name": name}}},
+        )["data"]["id"]
+        token = self.owner.ok(
+            "POST",
+            f"/agent-pools/{pool}/authentication-tokens",
+            {"data": {"type": "authentication-tokens", "attributes": {"description": name}}},
+        )["data"]
+        return str(pool), dict(token)
+
     def workspace(self, name: str, **attrs: Any) -> str:
         assert self.owner is not None
         body = {"data": {"type": "workspaces", "attributes": {"name": name, **attrs}}}
@@ -221,16 +236,7 @@ def _populate(world: World) -> World:
     world.user_ids["other-org"] = world.users["other-org"].ok("GET", "/account/details")["data"]["id"]
     owner = world.owner
 
-    pool = owner.ok(
-        "POST",
-        f"/organizations/{world.org}/agent-pools",
-        {"data": {"type": "agent-pools", "attributes": {"name": "p"}}},
-    )["data"]["id"]
-    token = owner.ok(
-        "POST",
-        f"/agent-pools/{pool}/authentication-tokens",
-        {"data": {"type": "authentication-tokens", "attributes": {"description": "t"}}},
-    )["data"]
+    pool, token = world.pool("p")
     world.ids.update(pool_id=pool, token_id=token["id"])
     world.credentials["pool token"] = token["attributes"]["token"]
 
