@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 WATCHED_INTERVAL = 0.1  # seconds between appends while someone reads (the agent's own default)
 UNWATCHED_INTERVAL = 0.5
 # A reader counts as present this long after its last read, so one that slows its polling while the
-# output is quiet still counts (the run page's stream reads every 0.5 s).
+# output is quiet still counts: go-tfe's log reader (the terraform CLI's) backs off from 0.5 s to 2 s
+# between empty reads, the run page's stream reads every 0.5 s.
 WATCH_WINDOW = timedelta(seconds=10)
 STAMP_EVERY = 2.0  # seconds: one process stamps a log at most this often, whatever its readers
 
