@@ -46,3 +46,12 @@ def test_a_niced_command_runs_below_the_agent(tmp_path: Path) -> None:
     )
     assert code == 0
     assert int(out) == min(19, os.nice(0) + 10)
+
+
+def test_priorities_lowered_twice_add_up(tmp_path: Path) -> None:
+    """The job's limits lower a command's priority, and a command beside the apply lowers it again: the
+    second never replaces the first (which would raise the priority a limit set)."""
+    argv = [sys.executable, "-I", "-S", str(REAPER), str(os.getpid()), "--nice", "3", "--nice", "4", "--"]
+    done = subprocess.run([*argv, "/bin/sh", "-c", "nice"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == min(19, os.nice(0) + 7)

@@ -17,7 +17,8 @@ the SIGINT and take the sandbox down before terraform stops gracefully).
 Options, applied in the child before exec, in this order (see outpost.agent.sandbox and .limits):
   --cgroup <path to cgroup.procs>   join the run's cgroup
   --rlimit NAME=VALUE               set an rlimit (DATA, NPROC, ...), soft and hard
-  --nice N                          lower the priority
+  --nice N                          lower the priority by N; repeated, they add up (the job's limits
+                                    give one, a command run beside the apply another)
   --uid N / --gid N                 drop to this uid and gid, with no supplementary groups
   --subreaper                       (in the reaper) adopt orphaned descendants, so they stay countable
 """
@@ -70,7 +71,7 @@ def parse(args: list[str]) -> tuple[Options, list[str]]:
             elif flag == "--cgroup":
                 options.cgroup = value
             elif flag == "--nice":
-                options.nice = int(value)
+                options.nice += int(value)
             elif flag == "--uid":
                 options.uid = int(value)
             elif flag == "--gid":
