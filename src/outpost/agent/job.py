@@ -30,7 +30,7 @@ from outpost.agent.kept import KeptPlan, PlanKeeper
 from outpost.agent.locks import LockAbandoned
 from outpost.agent.logstream import LogStream
 from outpost.agent.masking import Masker
-from outpost.agent.process import Process
+from outpost.agent.process import Process, Reapers
 from outpost.agent.releases import ReleaseError, terraform_binary
 from outpost.agent.safefiles import UnsafeFile, read_beneath, write_new
 from outpost.agent.sandbox import RunSpace, Sandbox
@@ -75,6 +75,7 @@ class Job:
         keeper: PlanKeeper | None = None,
         *,
         phase: str | None = None,
+        reapers: Reapers | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -82,7 +83,8 @@ class Job:
         self.token = token
         self.phase = phase  # as the poll's answer names it, to know what to fetch early (the payload's rules)
         self.agent_label = agent_label
-        self.process = Process()
+        self.reapers = reapers
+        self.process = Process(reapers=reapers)
         self._side: Process | None = None  # a second terraform beside the apply (the plan's JSON)
         self._early: dict[str, asyncio.Task[Any]] = {}  # requests sent before they are needed (run)
         self.cancel_kind: str | None = None  # "cancel" or "force", as applied
@@ -373,7 +375,7 @@ class Job:
     async def _render_plan_json(self, tf: str, workdir: Path, env: dict[str, str], plan_file: Path) -> bytes:
         """The plan's JSON stored, or else the output of the `show` that failed (for the log, after the
         apply's own output rather than inside it)."""
-        self._side = Process(self.space)
+        self._side = Process(self.space, self.reapers)
         # Niced: where cores are few, the apply it runs beside goes first (10 resources here: the apply
         # took 0.65 s beside a niced show, 0.70 s beside a plain one, 0.61 s alone).
         code, shown = await _show_json(self._side, tf, workdir, env, plan_file, nice=10)

@@ -11,6 +11,7 @@ import random
 from outpost.agent.client import Client, Registration
 from outpost.agent.job import Job
 from outpost.agent.kept import PlanKeeper
+from outpost.agent.process import Reapers
 from outpost.agent.sandbox import Sandbox
 from outpost.config import AgentConfig
 
@@ -33,6 +34,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._capacity_changed = asyncio.Event()
         self.kept = PlanKeeper(limit=config.concurrency)
+        self.reapers = Reapers()
 
     @property
     def free(self) -> int:
@@ -51,6 +53,7 @@ class Worker:
                 group.create_task(self._exit_watch())
         finally:
             self.kept.clear()
+            await self.reapers.close()
 
     async def _exit_watch(self) -> None:
         """The worker ends when draining (or --single's one job is done) and no job is left."""
@@ -112,8 +115,19 @@ class Worker:
                 job.cancel(order["kind"])
 
     def _start_job(self, job_id: str, token: str, phase: str | None) -> None:
-        job = Job(self.config, self.client, job_id, token, self.label, self.sandbox, self.kept, phase=phase)
+        job = Job(
+            self.config,
+            self.client,
+            job_id,
+            token,
+            self.label,
+            self.sandbox,
+            self.kept,
+            phase=phase,
+            reapers=self.reapers,
+        )
         self.jobs[job_id] = job
+        self.reapers.warm()
         self.jobs_taken += 1
         log.info("job %s received", job_id)
 
@@ -122,6 +136,8 @@ class Worker:
                 await job.run()
             finally:
                 self.jobs.pop(job_id, None)
+                if not self.jobs:
+                    self.reapers.idle()
                 self._slot_freed.set()
                 self._capacity_changed.set()
 
