@@ -50,6 +50,7 @@ class World:
     def __init__(self, server: Server) -> None:
         name = f"leases-{os.getpid()}-{time.monotonic_ns()}"
         self.server = server
+        self.org = name
         self.api = OutpostAPI(server.url, asyncio.run(bootstrap(server.db_url, name, f"{name}@example.com")))
         self.pool_id = pool_id = self.api.create_pool(name, "pool")["id"]
         _, self.pool_token = self.api.create_agent_token(pool_id, "lease test")
@@ -213,6 +214,29 @@ def test_a_quiet_agent_whose_answer_was_lost_gets_its_job_again(world: World) ->
             assert again["id"] == lost["id"] and again["token"] != lost["token"]
             await client.start(again["id"], again["token"])
             assert world.status() == "planning"
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_quiet_poll_hears_of_a_job_queued_right_after_it_found_none(world: World) -> None:
+    """An idle agent's poll that trusts a recent read's "nothing queued" (Dispatcher.known_empty) still
+    takes a job queued a moment later, when no poll was waiting to be woken for it."""
+    pool_id = world.api.create_pool(world.org, "empty-pool")["id"]
+    _, pool_token = world.api.create_agent_token(pool_id, "empty pool")
+    ws = world.api.create_workspace(world.org, "empty-pool-ws", execution_mode="agent", agent_pool_id=pool_id)
+    cv = world.api.upload_configuration(ws["id"], EXAMPLES / "hello")
+
+    async def scenario() -> None:
+        client = Client(world.server.url, backoff=Backoff(base=0.05, cap=0.2))
+        await client.register(pool_token, "idle", 1)
+        try:
+            for _ in range(3):  # read once, then quiet, then answered from what is known
+                assert (await client.poll(1, [], {}, 0))["jobs"] == []
+            run_id = await asyncio.to_thread(lambda: world.api.create_run(ws["id"], cv)["id"])
+            (job,) = (await client.poll(1, [], {}, 0))["jobs"]
+            assert job["run_id"] == run_id
         finally:
             await client.close()
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import ExitStack
 
 import pytest
 
+from outpost.server import dispatch
 from outpost.server.dispatch import Dispatcher, Waiter
 
 POOL = "apool-1"
@@ -302,3 +304,38 @@ async def test_put_back_returns_a_waiting_poll_to_the_head_of_its_queue_only() -
         assert d.waiting_count(POOL) == 0
         assert d.take(POOL) is None, "woken waiters are not taken"
     assert_empty(d)
+
+
+# --- pools known to have nothing queued (idle polls skip their read) ---------------------------------------
+
+
+def test_a_pool_found_empty_is_known_empty_until_a_job_is_announced() -> None:
+    d = Dispatcher()
+    assert not d.known_empty(POOL)  # nothing read yet
+    d.found_empty(POOL, time.monotonic(), d.queue_epoch)
+    assert d.known_empty(POOL) and not d.known_empty(OTHER_POOL)
+    assert d.wake_pool(OTHER_POOL) == 0  # a job for any pool, even with nobody waiting, voids what is known
+    assert not d.known_empty(POOL)
+
+
+def test_a_read_that_began_before_a_job_was_announced_proves_nothing() -> None:
+    d = Dispatcher()
+    epoch, began = d.queue_epoch, time.monotonic()
+    d.wake_pool(POOL)  # a job committed while the read ran: the read may not have seen it
+    d.found_empty(POOL, began, epoch)
+    assert not d.known_empty(POOL)
+
+
+def test_a_resync_voids_what_is_known() -> None:
+    d = Dispatcher()
+    d.found_empty(POOL, time.monotonic(), d.queue_epoch)
+    d.wake_all()
+    assert not d.known_empty(POOL)
+
+
+def test_what_is_known_lapses() -> None:
+    d = Dispatcher()
+    d.found_empty(POOL, time.monotonic() - dispatch.EMPTY_FOR - 0.01, d.queue_epoch)
+    assert not d.known_empty(POOL)  # a wake that never came is made up for by the next read
+    d.found_empty(POOL, time.monotonic(), d.queue_epoch)
+    assert d.known_empty(POOL)

@@ -13,10 +13,14 @@ handed job whose answer is lost is delivered again at the agent's next poll (it 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+# How long a read that found a pool with no queued job answers for it (see Dispatcher.known_empty).
+EMPTY_FOR = 1.0
 
 # Claims a job for the waiter inside the caller's write transaction (its session); returns what the poll
 # answers with, or None when it claimed nothing (the waiter is then woken to look for itself).
@@ -82,6 +86,28 @@ class Dispatcher:
         self._pools: dict[str, deque[Waiter]] = {}
         self._agents: dict[str, set[Waiter]] = {}
         self.closed = False
+        # Pools a read found with nothing queued: pool id -> when that read began. Any wake of a pool (a
+        # job queued here, or on another replica through NOTIFY, or a resync) counts in `queue_epoch` and
+        # voids them all.
+        self._empty: dict[str, float] = {}
+        self.queue_epoch = 0
+
+    def known_empty(self, pool_id: str) -> bool:
+        """Whether a read that began less than `EMPTY_FOR` seconds ago found the pool with no queued job,
+        and no job was announced since: an idle poll then need not read again. A job queued meanwhile woke
+        the waiting polls as usual, so a poll trusting this misses nothing it would not miss by having read
+        a moment earlier; and a wake that never came is made up for within `EMPTY_FOR`, as by the read."""
+        began = self._empty.get(pool_id)
+        return began is not None and time.monotonic() - began < EMPTY_FOR
+
+    def found_empty(self, pool_id: str, began: float, epoch: int) -> None:
+        """A read that began at `began` (monotonic), when `queue_epoch` was `epoch`, found nothing queued."""
+        if epoch == self.queue_epoch:
+            self._empty[pool_id] = began
+
+    def _jobs_announced(self) -> None:
+        self.queue_epoch += 1
+        self._empty.clear()
 
     def close(self) -> None:
         """Server shutdown: every waiting poll answers now (empty), and new ones do not wait."""
@@ -121,6 +147,7 @@ class Dispatcher:
 
     def wake_pool(self, pool_id: str, count: int = 1) -> int:
         """Wake up to `count` waiters of the pool; return how many were woken."""
+        self._jobs_announced()
         queue = self._pools.get(pool_id)
         woken = 0
         while queue and woken < count:
@@ -160,6 +187,7 @@ class Dispatcher:
 
     def wake_all(self) -> None:
         """Every waiting poll checks the database again (news may have been missed)."""
+        self._jobs_announced()
         for waiters in list(self._agents.values()):
             for waiter in list(waiters):
                 waiter.wake("agent")

@@ -9,6 +9,7 @@ reads and writes everything of that one job. A refusal that means "stop for good
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -209,7 +210,7 @@ async def _poll(
         held = await jobs_store.agent_jobs(session, agent_id)
         orders = _pending_orders(held.orders(), applied)
         queued = accept > 0 and not orders
-        queued = queued and (lock or await jobs_store.any_queued(session, pool_id))
+        queued = queued and (lock or await any_queued(session))
         _note_if_quiet(app, session_hash, agent, held, ip_address, epoch)
         return orders, held.undelivered(running), queued, ((agent, held.active) if lock else None)
 
@@ -218,10 +219,21 @@ async def _poll(
         for it, so only whether its pool has work (None: not quiet, look properly)."""
         if running or applied or app.quiet.get(session_hash, ip_address) is None:
             return None
-        if accept == 0:
+        if accept == 0 or app.dispatcher.known_empty(pool_id):
             return False
         async with app.db.read() as session:
-            return await jobs_store.any_queued(session, pool_id)
+            return await any_queued(session)
+
+    async def any_queued(session: AsyncSession) -> bool:
+        """Whether the pool has a queued job, read unless a read that began a moment ago found none and
+        no job was announced since (Dispatcher.known_empty: most idle polls of a large pool)."""
+        if app.dispatcher.known_empty(pool_id):
+            return False
+        epoch, began = app.dispatcher.queue_epoch, time.monotonic()
+        queued = await jobs_store.any_queued(session, pool_id)
+        if not queued:
+            app.dispatcher.found_empty(pool_id, began, epoch)
+        return queued
 
     async def take(
         session: AsyncSession, lost: list[str], queued: bool, locked: tuple[Agent, int] | None = None
