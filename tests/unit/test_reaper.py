@@ -188,3 +188,17 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_ready_reaper_shows_none_of_the_agents_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTPOST_AGENT_TOKEN", "opa_not-for-children")
+
+    async def scenario() -> bytes:
+        reapers = Reapers()
+        reapers.warm()
+        ready = await _ready(reapers)
+        shown = await asyncio.to_thread(Path(f"/proc/{ready.pid}/environ").read_bytes)
+        await reapers.close()
+        return shown
+
+    assert asyncio.run(scenario()) == b""

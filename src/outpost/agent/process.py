@@ -73,7 +73,8 @@ class Reapers:
             log.warning("could not start a reaper ahead of need: %s", exc)
             return None
         self.warm()
-        if proc.returncode is not None:
+        if proc.returncode is not None:  # it died waiting: its pipes are closed, and the command starts anew
+            await _dismiss(proc)
             return None
         return proc
 
@@ -91,8 +92,11 @@ class Reapers:
 
 
 async def _start_waiting() -> asyncio.subprocess.Process:
+    # With no environment: it gets the command's own with the command, and the agent's (its pool token
+    # among it) is nothing a process that waits for a stranger's command should show in /proc.
     return await asyncio.create_subprocess_exec(
         *_reaper_argv("--stdin"),
+        env={},
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
