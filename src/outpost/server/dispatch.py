@@ -6,8 +6,10 @@ claim there (`Waiter.hand`, see outpost.server.context), so its poll answers wit
 its own; woken otherwise, to claim in the database itself. News for an agent (a cancel, an order to
 exit) wakes that agent's waiters. A waiter that is woken but leaves without claiming passes the wake
 on, so a job never waits for a poll that already went away. Waking only makes pickup fast: every poll
-also claims before it waits, and ends within the long-poll timeout, so nothing depends on a wake; a
-handed job whose answer is lost is delivered again at the agent's next poll (it is assigned to it).
+also claims before it waits (an idle one, when a read of its pool less than `EMPTY_FOR` old found
+nothing queued and no job was announced since, trusts that read: `known_empty`), and ends within the
+long-poll timeout, so nothing depends on a wake for longer than that; a handed job whose answer is lost
+is delivered again at the agent's next poll (it is assigned to it).
 """
 
 from __future__ import annotations
