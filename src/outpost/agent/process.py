@@ -34,9 +34,9 @@ def _reaper_argv(*args: str) -> list[str]:
 class Reapers:
     """One reaper started ahead of need (reaper.py --stdin), so that a command starts without waiting for
     the interpreter's start-up: 35 ms here per command on a plan and apply's critical path (init, plan,
-    apply), 8 ms with a reaper ready. Started when a job arrives, and again each time one is taken; closed once no job has run for
-    `IDLE_KEEP` seconds, so an idle agent keeps no extra process. A reaper in waiting dies with the agent,
-    like any other (its death signal is armed before it reads)."""
+    apply), 8 ms with a reaper ready. Started when a job arrives, and again each time one is taken;
+    closed once no job has run for `IDLE_KEEP` seconds, so an idle agent keeps no extra process. A reaper
+    in waiting dies with the agent, like any other (its death signal is armed before it reads)."""
 
     def __init__(self) -> None:
         self._next: asyncio.Task[asyncio.subprocess.Process] | None = None
@@ -45,9 +45,7 @@ class Reapers:
 
     def warm(self) -> None:
         """Have a reaper ready for the next command (a job arrived, or the ready one was taken)."""
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._stop_idle_timer()
         if self._next is None:
             self._next = asyncio.create_task(_start_waiting())
 
@@ -55,6 +53,12 @@ class Reapers:
         """No job runs now: the ready reaper goes unless a job arrives within `IDLE_KEEP`."""
         if self._idle is None and self._next is not None:
             self._idle = asyncio.get_running_loop().call_later(IDLE_KEEP, self._close_soon)
+
+    def _stop_idle_timer(self) -> None:
+        """No close by the idle timer: a job came after all, or the reaper is being closed now."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
 
     def _close_soon(self) -> None:
         self._idle = None
@@ -79,9 +83,7 @@ class Reapers:
         return proc
 
     async def close(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._stop_idle_timer()
         task, self._next = self._next, None
         if task is not None:
             try:
@@ -193,7 +195,7 @@ class Process:
         except ConnectionError:  # it died waiting (killed by someone, or for memory): start one now
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await proc.wait()
+            await _dismiss(proc)
             return None
         return proc
 
